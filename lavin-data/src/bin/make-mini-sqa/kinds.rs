@@ -401,8 +401,8 @@ fn position(n: usize, rng: &mut Rng, img: &mut Rng) -> Draft {
     let r = img.range_i32(30, 38);
     let e = Shape::extent(kind, r);
     let c = SIZE as i32 / 2;
-    let near = img.range_i32(e + 6, 72);
-    let along = c + img.range_i32(-30, 30);
+    let near = img.range_i32(e + 6, 62);
+    let along = c + img.range_i32(-16, 16);
     let far = SIZE as i32 - near;
     let (cx, cy) = match side {
         0 => (near, along),
