@@ -154,6 +154,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
+        Err(msg) if msg == USAGE => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(msg) => {
             eprintln!("make-mini-sqa: {msg}");
             return ExitCode::from(2);
