@@ -355,7 +355,7 @@ fn count(n: usize, rng: &mut Rng, img: &mut Rng) -> Draft {
     let k = rng.range_i32(1, 5) as usize;
     let kind = *rng.pick(&Kind::ALL);
     let colour = *img.pick(&Colour::ALL);
-    let mut scene = Scene::new(img);
+    let mut scene = Scene::on_white();
     let cells = img.sample(&(0..9).collect::<Vec<i32>>(), k);
     let cell = SIZE as i32 / 3;
     for c in cells {

@@ -141,6 +141,15 @@ impl Scene {
         }
     }
 
+    /// An empty scene on white. Used where the shapes' area must be comparable across
+    /// pictures (counting), so the background adds no variation.
+    pub fn on_white() -> Self {
+        Scene {
+            background: 0,
+            shapes: Vec::new(),
+        }
+    }
+
     pub fn background_name(&self) -> &'static str {
         BACKGROUNDS[self.background].1
     }

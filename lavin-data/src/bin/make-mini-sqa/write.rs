@@ -263,8 +263,9 @@ encoder. Layout as the official ScienceQA release: `problems.json`, `pid_splits.
 (`train`, `val`, `test`, `trainval`, `minitrain`, `minival`, `minitest`), `captions.json`\n\
 (image problems only) and `images/<split>/<qid>/image.png` ({size}x{size} RGB).\n\n\
 Image questions need the picture: one to five big flat shapes (circle, square, triangle; red,\n\
-green, blue, yellow, purple) on a plain light background, asked about colour, form, count or\n\
-position; the question text never names the answer. Captions describe the picture exactly,\n\
+green, blue, yellow, purple) on a plain light background (white for counting, so the count is\n\
+proportional to the non-white area), asked about colour, form, count or position; the\n\
+question text never names the answer. Captions describe the picture exactly,\n\
 so with captions on the image questions become answerable from text. Text questions are\n\
 answerable from a small fixed fact table (every fact recurs in train) or from the hint.\n\
 Answer positions are balanced within each split and number of choices; no text problem\n\
