@@ -1,0 +1,523 @@
+//! Backend selection from `backends.toml` (owned by the training engineer).
+//!
+//! The repository's `backends.toml` is embedded at build time ([`DEFAULT_BACKENDS_TOML`]); a
+//! different file can be given at run time ([`BackendPrefs::from_path`]). For each job (`train`,
+//! `infer`, `tests`, ...) it lists `"backend:precision"` entries in order of preference, and
+//! [`BackendPrefs::select`] picks the first backend compiled into this build (cargo features
+//! `ndarray`, `wgpu`, `cuda` of `lavin-model`). Forcing a backend that is not compiled in gives an
+//! error naming the cargo feature to build with.
+//!
+//! The file format is a small TOML subset (this crate does not depend on a TOML parser):
+//! a `[jobs]` table whose keys are arrays of strings; `#` comments.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// The repository's `backends.toml`, embedded at build time.
+pub const DEFAULT_BACKENDS_TOML: &str = include_str!("../../backends.toml");
+
+/// Errors of backend selection.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// Unknown backend name.
+    #[error("unknown backend `{0}` (expected one of: ndarray, wgpu, cuda)")]
+    UnknownBackend(String),
+    /// Unknown precision name.
+    #[error("unknown precision `{0}` (expected one of: f32, fp16, bf16)")]
+    UnknownPrecision(String),
+    /// Backend exists but this binary was built without it.
+    #[error("backend `{backend}` is not compiled into this binary; rebuild with `--features {feature}` (compiled in: {compiled})")]
+    NotCompiled {
+        /// Requested backend.
+        backend: BackendKind,
+        /// Cargo feature that enables it.
+        feature: &'static str,
+        /// Comma-separated list of compiled backends.
+        compiled: String,
+    },
+    /// The backend cannot run at that precision.
+    #[error("backend `{backend}` does not support precision `{precision}`: {reason}")]
+    UnsupportedPrecision {
+        /// Backend.
+        backend: BackendKind,
+        /// Precision asked for.
+        precision: Precision,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No backend of the job's list is compiled in.
+    #[error("none of the backends preferred for job `{job}` ({tried}) is compiled into this binary; rebuild with one of the features {tried}")]
+    NoneCompiled {
+        /// Job name.
+        job: String,
+        /// Its preference list.
+        tried: String,
+    },
+    /// The job is not listed in the preferences file.
+    #[error("{origin}: no job `{job}` in [jobs] (jobs: {known})")]
+    UnknownJob {
+        /// File the preferences came from.
+        origin: String,
+        /// Job asked for.
+        job: String,
+        /// Jobs listed.
+        known: String,
+    },
+    /// Syntax error in the preferences file.
+    #[error("{origin}:{line}: {message}")]
+    Parse {
+        /// File (or `<embedded backends.toml>`).
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The preferences file cannot be read.
+    #[error("{path}: {message}")]
+    Read {
+        /// Path.
+        path: String,
+        /// OS error.
+        message: String,
+    },
+    /// A `--devices` list that does not parse.
+    #[error("invalid device list `{input}`: {message} (expected e.g. `0` or `0,1`)")]
+    Devices {
+        /// The input.
+        input: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A Burn backend this project can be built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    /// CPU reference (burn-ndarray), f32.
+    Ndarray,
+    /// Portable GPU (burn-wgpu: Vulkan/Metal/DX12).
+    Wgpu,
+    /// NVIDIA CUDA (burn-cuda).
+    Cuda,
+}
+
+impl BackendKind {
+    /// All kinds.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda];
+
+    /// Lower-case name (`ndarray`, `wgpu`, `cuda`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// The cargo feature that compiles it in.
+    pub fn cargo_feature(self) -> &'static str {
+        self.name()
+    }
+
+    /// Whether this build contains the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// Check that this backend can run at `precision`.
+    pub fn check_precision(self, precision: Precision) -> Result<(), BackendError> {
+        let reason = match (self, precision) {
+            (_, Precision::F32) => return Ok(()),
+            (BackendKind::Ndarray, _) => "ndarray is f32 only (use --backend wgpu/cuda for half precision)",
+            (BackendKind::Wgpu, Precision::Bf16) => "wgpu has no bf16 support in Burn 0.21 (use fp16 or f32)",
+            _ => return Ok(()),
+        };
+        Err(BackendError::UnsupportedPrecision { backend: self, precision, reason })
+    }
+
+    /// Require the backend to be compiled in.
+    pub fn ensure_compiled(self) -> Result<(), BackendError> {
+        if self.is_compiled() {
+            Ok(())
+        } else {
+            Err(BackendError::NotCompiled {
+                backend: self,
+                feature: self.cargo_feature(),
+                compiled: compiled_list(),
+            })
+        }
+    }
+}
+
+fn compiled_list() -> String {
+    let v: Vec<&str> = compiled_backends().iter().map(|b| b.name()).collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The backends compiled into this build.
+pub fn compiled_backends() -> Vec<BackendKind> {
+    BackendKind::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ndarray" | "cpu-ndarray" => Ok(BackendKind::Ndarray),
+            "wgpu" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            _ => Err(BackendError::UnknownBackend(s.to_string())),
+        }
+    }
+}
+
+/// Floating-point precision of the frozen weights / activations (adapters and optimizer state
+/// stay f32 whatever this says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// Canonical name (`f32`, `fp16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "half" | "float16" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(BackendError::UnknownPrecision(s.to_string())),
+        }
+    }
+}
+
+/// One resolved choice: backend + precision (+ devices, filled by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendChoice {
+    /// Backend.
+    pub backend: BackendKind,
+    /// Precision.
+    pub precision: Precision,
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.backend, self.precision)
+    }
+}
+
+/// Per-job ordered backend preferences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendPrefs {
+    /// Where they came from (a path or `<embedded backends.toml>`).
+    pub origin: String,
+    /// Job name -> ordered preferences.
+    pub jobs: BTreeMap<String, Vec<BackendChoice>>,
+}
+
+impl BackendPrefs {
+    /// The embedded repository default.
+    pub fn embedded() -> Result<Self, BackendError> {
+        Self::parse(DEFAULT_BACKENDS_TOML, "<embedded backends.toml>")
+    }
+
+    /// Read an override file.
+    pub fn from_path(path: &Path) -> Result<Self, BackendError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BackendError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The override file if given, else the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Self, BackendError> {
+        match path {
+            Some(p) => Self::from_path(p),
+            None => Self::embedded(),
+        }
+    }
+
+    /// Parse the TOML subset (`[jobs]` with `name = ["backend:precision", ...]`).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, BackendError> {
+        let perr = |line: usize, message: String| BackendError::Parse {
+            origin: origin.to_string(),
+            line,
+            message,
+        };
+        let mut jobs = BTreeMap::new();
+        let mut in_jobs = false;
+        // (key, start line, accumulated value text)
+        let mut pending: Option<(String, usize, String)> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let lineno = i + 1;
+            let line = strip_comment(raw).trim().to_string();
+            if let Some((key, start, mut acc)) = pending.take() {
+                acc.push(' ');
+                acc.push_str(&line);
+                if acc.contains(']') {
+                    jobs.insert(key, parse_list(&acc, start, origin)?);
+                } else {
+                    pending = Some((key, start, acc));
+                }
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with('[') {
+                let name = line.trim_start_matches('[').trim_end_matches(']').trim();
+                if name != "jobs" {
+                    return Err(perr(lineno, format!("unknown table `[{name}]` (only [jobs])")));
+                }
+                in_jobs = true;
+                continue;
+            }
+            if !in_jobs {
+                return Err(perr(lineno, "entries must be inside the [jobs] table".into()));
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(perr(lineno, format!("expected `job = [\"backend:precision\", ...]`, got `{line}`")));
+            };
+            let key = key.trim().trim_matches('"').to_string();
+            if key.is_empty() {
+                return Err(perr(lineno, "empty job name".into()));
+            }
+            let value = value.trim().to_string();
+            if !value.starts_with('[') {
+                return Err(perr(lineno, format!("job `{key}`: value must be an array of strings")));
+            }
+            if value.contains(']') {
+                jobs.insert(key, parse_list(&value, lineno, origin)?);
+            } else {
+                pending = Some((key, lineno, value));
+            }
+        }
+        if let Some((key, start, _)) = pending {
+            return Err(perr(start, format!("job `{key}`: unterminated array")));
+        }
+        Ok(Self { origin: origin.to_string(), jobs })
+    }
+
+    /// Pick the backend for `job`.
+    ///
+    /// * `forced`: `--backend X`; must be compiled in. Its precision is `precision`, or the one the
+    ///   job lists for that backend, or f32.
+    /// * otherwise the first compiled-in entry of the job's list, its precision replaced by
+    ///   `precision` when given.
+    ///
+    /// The result's precision is checked against the backend (ndarray: f32 only).
+    pub fn select(
+        &self,
+        job: &str,
+        forced: Option<BackendKind>,
+        precision: Option<Precision>,
+    ) -> Result<BackendChoice, BackendError> {
+        let list = self.jobs.get(job);
+        let choice = match forced {
+            Some(b) => {
+                b.ensure_compiled()?;
+                let listed = list.and_then(|l| l.iter().find(|c| c.backend == b)).map(|c| c.precision);
+                BackendChoice { backend: b, precision: precision.or(listed).unwrap_or(Precision::F32) }
+            }
+            None => {
+                let list = list.ok_or_else(|| BackendError::UnknownJob {
+                    origin: self.origin.clone(),
+                    job: job.to_string(),
+                    known: self.jobs.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
+                let first = list.iter().find(|c| c.backend.is_compiled()).ok_or_else(|| {
+                    BackendError::NoneCompiled {
+                        job: job.to_string(),
+                        tried: list.iter().map(|c| c.backend.name()).collect::<Vec<_>>().join(", "),
+                    }
+                })?;
+                BackendChoice { backend: first.backend, precision: precision.unwrap_or(first.precision) }
+            }
+        };
+        choice.backend.check_precision(choice.precision)?;
+        Ok(choice)
+    }
+}
+
+fn strip_comment(line: &str) -> &str {
+    let mut in_str = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_str = !in_str,
+            '#' if !in_str => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn parse_list(value: &str, line: usize, origin: &str) -> Result<Vec<BackendChoice>, BackendError> {
+    let perr = |message: String| BackendError::Parse { origin: origin.to_string(), line, message };
+    let inner = value
+        .trim()
+        .strip_prefix('[')
+        .and_then(|v| v.trim_end().strip_suffix(']'))
+        .ok_or_else(|| perr(format!("expected an array, got `{}`", value.trim())))?;
+    let mut out = Vec::new();
+    for item in inner.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let s = item
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .ok_or_else(|| perr(format!("expected a quoted string, got `{item}`")))?;
+        let (b, p) = s.split_once(':').unwrap_or((s, "f32"));
+        let backend = b.parse().map_err(|e: BackendError| perr(e.to_string()))?;
+        let precision = p.parse().map_err(|e: BackendError| perr(e.to_string()))?;
+        out.push(BackendChoice { backend, precision });
+    }
+    if out.is_empty() {
+        return Err(perr("empty backend list".into()));
+    }
+    Ok(out)
+}
+
+/// Parse `--devices`: comma-separated, distinct device indices (`0`, `0,1`, ` 2, 3 `).
+pub fn parse_devices(input: &str) -> Result<Vec<usize>, BackendError> {
+    let err = |m: String| BackendError::Devices { input: input.to_string(), message: m };
+    let mut out: Vec<usize> = Vec::new();
+    for part in input.split(',') {
+        let p = part.trim();
+        if p.is_empty() {
+            return Err(err("empty entry".into()));
+        }
+        let d: usize = p.parse().map_err(|_| err(format!("`{p}` is not a device index")))?;
+        if out.contains(&d) {
+            return Err(err(format!("device {d} listed twice")));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_file_parses() {
+        let p = BackendPrefs::embedded().unwrap();
+        assert_eq!(p.jobs["train"][0], BackendChoice { backend: BackendKind::Cuda, precision: Precision::F16 });
+        assert_eq!(p.jobs["infer"][0].backend, BackendKind::Wgpu);
+        assert_eq!(p.jobs["tests"], vec![BackendChoice { backend: BackendKind::Ndarray, precision: Precision::F32 }]);
+    }
+
+    #[test]
+    fn picks_first_compiled() {
+        let p = BackendPrefs::parse("[jobs]\nx = [\"cuda:fp16\", \"wgpu\", \"ndarray:f32\"]\n", "t").unwrap();
+        let got = p.select("x", None, None);
+        match compiled_backends().first() {
+            None => assert!(matches!(got, Err(BackendError::NoneCompiled { .. }))),
+            Some(_) => {
+                let c = got.unwrap();
+                assert!(c.backend.is_compiled());
+                let expect = [BackendKind::Cuda, BackendKind::Wgpu, BackendKind::Ndarray]
+                    .into_iter()
+                    .find(|b| b.is_compiled())
+                    .unwrap();
+                assert_eq!(c.backend, expect);
+            }
+        }
+    }
+
+    #[test]
+    fn forced_not_compiled_names_feature() {
+        for b in BackendKind::ALL {
+            if !b.is_compiled() {
+                let e = BackendPrefs::embedded().unwrap().select("train", Some(b), None).unwrap_err();
+                assert!(e.to_string().contains(&format!("--features {}", b.cargo_feature())), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn ndarray_is_f32_only() {
+        let e = BackendKind::Ndarray.check_precision(Precision::Bf16).unwrap_err();
+        assert!(e.to_string().contains("f32 only"));
+        assert!(BackendKind::Ndarray.check_precision(Precision::F32).is_ok());
+        assert!(BackendKind::Cuda.check_precision(Precision::Bf16).is_ok());
+        if BackendKind::Ndarray.is_compiled() {
+            let p = BackendPrefs::embedded().unwrap();
+            assert!(p.select("tests", None, Some(Precision::F16)).is_err());
+            assert_eq!(p.select("tests", Some(BackendKind::Ndarray), None).unwrap().precision, Precision::F32);
+        }
+    }
+
+    #[test]
+    fn parse_errors_have_lines() {
+        let e = BackendPrefs::parse("[jobs]\n\nx = [\"tpu\"]\n", "f.toml").unwrap_err().to_string();
+        assert!(e.starts_with("f.toml:3:") && e.contains("tpu"), "{e}");
+        let e = BackendPrefs::parse("[other]\n", "f.toml").unwrap_err().to_string();
+        assert!(e.contains("[other]"));
+        let multi = BackendPrefs::parse("[jobs] # c\nx = [\n \"wgpu:fp16\", # a\n \"ndarray\"\n]\n", "m").unwrap();
+        assert_eq!(multi.jobs["x"].len(), 2);
+        let e = BackendPrefs::embedded().unwrap().select("nope", None, None).unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("train"));
+    }
+
+    #[test]
+    fn devices() {
+        assert_eq!(parse_devices("0").unwrap(), vec![0]);
+        assert_eq!(parse_devices(" 0, 1 ").unwrap(), vec![0, 1]);
+        assert!(parse_devices("0,,1").is_err());
+        assert!(parse_devices("a").unwrap_err().to_string().contains("`a`"));
+        assert!(parse_devices("1,1").is_err());
+    }
+
+    #[test]
+    fn names_roundtrip() {
+        for b in BackendKind::ALL {
+            assert_eq!(b.name().parse::<BackendKind>().unwrap(), b);
+        }
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+        }
+        assert!("f8".parse::<Precision>().is_err());
+    }
+}

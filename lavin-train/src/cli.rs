@@ -1,0 +1,319 @@
+//! Command line (clap), mirroring the original `train.py` flags (kebab-case), plus
+//! `--config run.toml`, backend selection and checkpoint cadence.
+//!
+//! Resolution ([`TrainArgs::resolve`]): start from [`TrainConfig::paper_default`] when a real
+//! model is given (`--llama-model-path`, on the command line or in the file), else from
+//! [`TrainConfig::tiny_default`]; apply the TOML file (keys = the snake_case flag names, e.g.
+//! `batch_size = 4`); apply the flags given on the command line; validate.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, TrainConfig};
+
+/// `lavin-train`: train LaVIN's adapters (default command) or run a benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "lavin-train", version, about = "Train LaVIN's Mixture-of-Modality adapters (frozen LLaMA + CLIP)", args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Sub-command; none = train.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Training flags.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Time training steps on random weights at a preset's shapes.
+    Bench(BenchArgs),
+}
+
+/// `lavin-train bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// `tiny`, `small` or `7b-shape`.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Batch size (default: the preset's).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Sequence length (default: the preset's).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Warm-up steps (not timed).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Backend (default: `backends.toml`'s train preference).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Precision.
+    #[arg(long)]
+    pub precision: Option<String>,
+}
+
+/// Training flags. Every field is optional: unset = file value or default. Also the schema of
+/// the `--config` TOML file (same names in snake_case; `config` itself excluded).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainArgs {
+    /// TOML file with any of these settings (snake_case keys); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Built-in model preset when no --llama-model-path is given (tiny, small).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// LLaMA weights directory (enables the paper's defaults).
+    #[arg(long, value_name = "DIR")]
+    pub llama_model_path: Option<PathBuf>,
+    /// LLaMA size (7B, 13B).
+    #[arg(long)]
+    pub llm_model: Option<String>,
+    /// Add the Vicuna delta weights as the original does.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub use_vicuna: Option<bool>,
+    /// CLIP ViT-L/14 weights (plain state dict .pth or HF safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub clip_model_path: Option<PathBuf>,
+    /// ScienceQA root (problems.json, pid_splits.json, images/).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// captions.json.
+    #[arg(long, value_name = "FILE")]
+    pub caption_file: Option<PathBuf>,
+    /// Use image captions in the context.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub use_caption: Option<bool>,
+    /// Prompt format (CQM-A, QCM-ALE, ...).
+    #[arg(long)]
+    pub prompt_format: Option<String>,
+    /// Train on the instruction data.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub do_pretrain: Option<bool>,
+    /// Sequence length.
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// Micro-batch size per device.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    pub accum_iter: Option<usize>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Warmup epochs (fractional allowed).
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Base lr (lr = blr * eff_batch / 256).
+    #[arg(long)]
+    pub blr: Option<f64>,
+    /// Absolute lr (overrides --blr).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Cosine floor.
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Weight decay (not on biases / 1-D params).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip.
+    #[arg(long)]
+    pub clip_grad: Option<f64>,
+    /// LLaMA adapter position: attn | block.
+    #[arg(long)]
+    pub adapter_type: Option<String>,
+    /// Adapter hidden size.
+    #[arg(long)]
+    pub adapter_dim: Option<usize>,
+    /// Adapter scale.
+    #[arg(long)]
+    pub adapter_scale: Option<f64>,
+    /// ROUTER softmax temperature (the original's meaning; not sampling).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// CLIP adapters: normal | router | router_block.
+    #[arg(long)]
+    pub visual_adapter_type: Option<String>,
+    /// Visual projection hidden size.
+    #[arg(long)]
+    pub hidden_proj: Option<usize>,
+    /// Number of image feature tokens.
+    #[arg(long)]
+    pub n_prompt: Option<usize>,
+    /// Stochastic depth rate.
+    #[arg(long)]
+    pub drop_path: Option<f64>,
+    /// 4bit | 8bit | 16bit.
+    #[arg(long)]
+    pub bits: Option<String>,
+    /// Recompute activations in backward.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub gradient_checkpointing: Option<bool>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Resume from a checkpoint (.safetensors of lavin-train, or an original checkpoint-N.pth).
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Force a backend: ndarray | wgpu | cuda.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Use this backends.toml instead of the embedded one.
+    #[arg(long, value_name = "FILE")]
+    pub backends_file: Option<PathBuf>,
+    /// Devices, e.g. 0 or 0,1.
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// f32 | fp16 | bf16.
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Checkpoint every N optimizer steps (0 = epoch ends only).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Keep the newest N checkpoints (0 = all).
+    #[arg(long)]
+    pub keep_last: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Read a `--config` TOML file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Overlay the values set in `self` onto `c`.
+    pub fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = Some(v.clone()); } )* };
+        }
+        set!(preset, llm_model, use_vicuna, use_caption, prompt_format, do_pretrain, max_seq_len,
+             batch_size, accum_iter, epochs, warmup_epochs, blr, min_lr, weight_decay, adapter_type,
+             adapter_dim, adapter_scale, temperature, visual_adapter_type, hidden_proj, n_prompt,
+             drop_path, bits, gradient_checkpointing, seed, output_dir, devices, checkpoint_every,
+             keep_last);
+        set_opt!(llama_model_path, clip_model_path, data_root, caption_file, lr, clip_grad, resume,
+                 backend, backends_file, precision);
+    }
+
+    /// Defaults < `--config` file < these flags; then validate.
+    pub fn resolve(&self) -> Result<TrainConfig, ConfigError> {
+        let file = match &self.config {
+            Some(p) => Some(Self::from_toml_file(p)?),
+            None => None,
+        };
+        let real_model = self.llama_model_path.is_some()
+            || file.as_ref().is_some_and(|f| f.llama_model_path.is_some());
+        let mut c = if real_model { TrainConfig::paper_default() } else { TrainConfig::tiny_default() };
+        if let Some(f) = &file {
+            f.apply(&mut c);
+        }
+        self.apply(&mut c);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut v = vec!["lavin-train"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn no_args_is_tiny() {
+        let c = parse(&[]).train.resolve().unwrap();
+        assert_eq!(c, TrainConfig::tiny_default());
+    }
+
+    #[test]
+    fn model_path_selects_paper_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().to_str().unwrap();
+        let c = parse(&["--llama-model-path", p, "--output-dir", "/tmp/x"]).train.resolve().unwrap();
+        assert_eq!((c.batch_size, c.accum_iter, c.epochs, c.max_seq_len), (4, 4, 20, 512));
+        assert_eq!((c.blr, c.weight_decay, c.warmup_epochs, c.temperature), (9e-3, 0.02, 2.0, 10.0));
+        assert_eq!(c.prompt_format, "QCM-ALE");
+        assert_eq!(c.visual_adapter_type, "router");
+        // eff batch 32 on two GPUs, as the script: lr = 9e-3 * 32 / 256.
+        let c2 = TrainConfig { devices: "0,1".into(), ..c };
+        assert!((c2.resolved_lr() - 1.125e-3).abs() < 1e-15);
+    }
+
+    #[test]
+    fn file_under_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("run.toml");
+        std::fs::write(&f, "batch_size = 3\nepochs = 9\nprompt_format = \"QCM-A\"\nuse_caption = false\n").unwrap();
+        let c = parse(&["--config", f.to_str().unwrap(), "--epochs", "2", "--use-caption=false"]).train.resolve().unwrap();
+        assert_eq!((c.batch_size, c.epochs, c.prompt_format.as_str()), (3, 2, "QCM-A"));
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = parse(&["--use-caption", "--temperature", "5", "--clip-grad", "1.0", "--devices", "0,1"]).train;
+        assert_eq!(a.use_caption, Some(true));
+        assert_eq!(a.temperature, Some(5.0));
+        assert_eq!(a.clip_grad, Some(1.0));
+        assert!(matches!(parse(&["bench", "--preset", "small"]).command, Some(Command::Bench(_))));
+    }
+
+    #[test]
+    fn bad_values_are_reported_before_training() {
+        let e = parse(&["--prompt-format", "XYZ"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("prompt_format") && e.contains("XYZ"), "{e}");
+        let e = parse(&["--llama-model-path", "/nonexistent/llama"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("llama_model_path") && e.contains("/nonexistent/llama"), "{e}");
+        let e = parse(&["--batch-size", "0"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("batch_size"), "{e}");
+        let e = parse(&["--adapter-dim", "7"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("even"), "{e}");
+        let e = parse(&["--precision", "fp8"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("precision") && e.contains("fp8"), "{e}");
+        let e = parse(&["--devices", "0,x"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("devices"), "{e}");
+        let e = parse(&["--resume", "/nonexistent/ck.safetensors"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("resume"), "{e}");
+    }
+
+    #[test]
+    fn config_file_errors_name_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("run.toml");
+        std::fs::write(&f, "batch_sise = 3\n").unwrap();
+        let e = parse(&["--config", f.to_str().unwrap()]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("run.toml") && e.contains("batch_sise"), "{e}");
+        let e = parse(&["--config", "/nonexistent/run.toml"]).train.resolve().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/run.toml"), "{e}");
+    }
+
+    #[test]
+    fn resolved_config_saved_and_reloaded() {
+        let d = tempfile::tempdir().unwrap();
+        let c = TrainConfig::tiny_default();
+        let p = c.save(d.path()).unwrap();
+        assert_eq!(TrainConfig::load(&p).unwrap(), c);
+        let c = TrainConfig { lr: None, clip_grad: Some(2.0), ..TrainConfig::paper_default() };
+        let p = c.save(d.path()).unwrap();
+        assert_eq!(TrainConfig::load(&p).unwrap(), c);
+    }
+}

@@ -1,0 +1,224 @@
+//! Small file helpers: atomic writes, raw f32 tensor maps from safetensors and PyTorch files.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A host-side f32 tensor: shape and row-major values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+/// Errors of the file helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// OS-level I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// File concerned.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a readable safetensors file.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Safetensors {
+        /// File concerned.
+        path: PathBuf,
+        /// Cause.
+        reason: String,
+    },
+    /// Not a readable PyTorch file.
+    #[error("{path}: cannot read PyTorch checkpoint: {reason}")]
+    Pytorch {
+        /// File concerned.
+        path: PathBuf,
+        /// Cause.
+        reason: String,
+    },
+    /// A tensor with a dtype we do not convert.
+    #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
+    Dtype {
+        /// File concerned.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
+    move |source| IoError::Io { path: path.to_path_buf(), source }
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        IoError::Io { path: path.to_path_buf(), source: e }
+    })?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Read every tensor of a safetensors file as f32 (f32, f16, bf16, f64 accepted), plus the
+/// header's `__metadata__` map.
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>), IoError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    parse_safetensors(path, &bytes)
+}
+
+/// [`read_safetensors`] on bytes already in memory (`path` is only used in messages).
+pub fn parse_safetensors(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>), IoError> {
+    use safetensors::{Dtype, SafeTensors};
+    let st_err = |e: safetensors::SafeTensorError| IoError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let st = SafeTensors::deserialize(bytes).map_err(st_err)?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(IoError::Dtype {
+                    path: path.to_path_buf(),
+                    name,
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        out.insert(name, HostTensor { shape: view.shape().to_vec(), values });
+    }
+    Ok((out, metadata))
+}
+
+/// Serialize f32 tensors (sorted by name) and string metadata into safetensors bytes.
+pub fn to_safetensors(
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    use safetensors::tensor::TensorView;
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let b: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (k, b, s) in &bytes {
+        let v = TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| format!("{k}: {e}"))?;
+        views.push((k.clone(), v));
+    }
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Read the tensors under top-level key `key` (e.g. `"model"`) of a PyTorch `.pth` as f32,
+/// stripping a leading `module.` (multi-GPU checkpoints) from every name.
+pub fn read_pth_entry(path: &Path, key: &str) -> Result<BTreeMap<String, HostTensor>, IoError> {
+    use burn_store::pytorch::PytorchReader;
+    if !path.exists() {
+        return Err(IoError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let reader = PytorchReader::with_top_level_key(path, key)
+        .map_err(|e| IoError::Pytorch { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for (name, snap) in reader.into_tensors() {
+        let data = snap.to_data().map_err(|e| IoError::Pytorch {
+            path: path.to_path_buf(),
+            reason: format!("tensor `{name}`: {e:?}"),
+        })?;
+        let shape = data.shape.to_vec();
+        let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| IoError::Pytorch {
+            path: path.to_path_buf(),
+            reason: format!("tensor `{name}`: {e:?}"),
+        })?;
+        let name = name.strip_prefix("module.").map(str::to_string).unwrap_or(name);
+        out.insert(name, HostTensor { shape, values });
+    }
+    Ok(out)
+}
+
+/// Read an integer entry (e.g. `"epoch"`) of a PyTorch pickle, if present and an int.
+pub fn read_pth_int(path: &Path, key: &str) -> Option<i64> {
+    use burn_store::pytorch::{reader::PickleValue, PytorchReader};
+    match PytorchReader::read_pickle_data(path, Some(key)) {
+        Ok(PickleValue::Int(i)) => Some(i),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn safetensors_roundtrip_with_metadata() {
+        let mut t = BTreeMap::new();
+        t.insert("a.b".to_string(), HostTensor { shape: vec![2, 1], values: vec![1.5, -2.0] });
+        let mut m = BTreeMap::new();
+        m.insert("k".to_string(), "v".to_string());
+        let bytes = to_safetensors(&t, m.clone()).unwrap();
+        let (t2, m2) = parse_safetensors(Path::new("mem"), &bytes).unwrap();
+        assert_eq!(t, t2);
+        assert_eq!(m, m2);
+    }
+}
