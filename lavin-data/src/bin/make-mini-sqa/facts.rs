@@ -29,6 +29,10 @@ pub const MATTER: [(&str, &[&str]); 3] = [
     ("gas", &["steam", "air", "helium"]),
 ];
 
+/// What the states of matter do, for the lecture.
+pub const MATTER_LECTURE: &str = "A solid has its own shape.\nA liquid takes the shape of its \
+container.\nA gas fills all the space it is in.";
+
 /// Countries and their capitals.
 pub const CAPITALS: [(&str, &str); 8] = [
     ("France", "Paris"),

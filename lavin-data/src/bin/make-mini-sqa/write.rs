@@ -134,7 +134,9 @@ struct Stats {
 }
 
 /// The score-table categories of ScienceQA (`get_scores`), as predicates on a problem.
-const CATEGORIES: [(&str, fn(&Item) -> bool); 9] = [
+type Category = (&'static str, fn(&Item) -> bool);
+
+const CATEGORIES: [Category; 9] = [
     ("acc_average", |_| true),
     ("acc_natural", |it| it.problem.subject == "natural science"),
     ("acc_social", |it| it.problem.subject == "social science"),
@@ -289,7 +291,12 @@ Answer positions are balanced within each split and number of choices; no text p
             example(t)
         ));
     }
-    r.push_str("\n## Counts and chance accuracy\n\nChance = mean over the split of 1 / number of choices (uniform guessing).\n\n| split | problems | with image | has text (hint) | no context | chance |\n|---|---|---|---|---|---|\n");
+    r.push_str(
+        "\n## Counts and chance accuracy\n\n\
+         Chance = mean over the split of 1 / number of choices (uniform guessing).\n\n\
+         | split | problems | with image | has text (hint) | no context | chance |\n\
+         |---|---|---|---|---|---|\n",
+    );
     for (name, s) in &stats.splits.0 {
         r.push_str(&format!(
             "| {} | {} | {} | {} | {} | {:.4} |\n",
@@ -320,7 +327,11 @@ Answer positions are balanced within each split and number of choices; no text p
         }
         r.push('\n');
     }
-    r.push_str(&format!("\nMore counts (per subject, grade, type, number of choices, answer letter) are in `stats.json`.\n\n{TOKENS_NOTE}"));
+    r.push_str(
+        "\nMore counts (per subject, grade, type, number of choices, answer letter) are in \
+         `stats.json`.\n\n",
+    );
+    r.push_str(TOKENS_NOTE);
     r
 }
 
