@@ -1,0 +1,460 @@
+//! The `lavin-infer` command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::chat::{run_chat, CHAT_ROUTER_TEMPERATURE};
+use crate::eval_mme::{discover, run_mme, MME_BATCH_IMAGES, MME_MAX_GEN_LEN};
+use crate::eval_sqa::{
+    load_items, preds_json, run_eval, score_files, write_atomic, EvalSettings, SqaSource,
+};
+use crate::generator::{Generator, SamplingParams, ScriptedGenerator};
+use crate::images::load_image_file;
+use crate::serve::{run_blocking, ServeConfig};
+use crate::wiring::{load_generator, ModelArgs};
+
+/// LaVIN inference: evaluation, scoring, chat and serving.
+#[derive(Debug, Parser)]
+#[command(name = "lavin-infer", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check this implementation against a parity fixture folder.
+    Parity(ParityArgs),
+    /// ScienceQA evaluation as the original eval.py (writes preds.json, prints the table).
+    EvalSqa(EvalSqaArgs),
+    /// Score an existing predictions file (qid -> index), ours or the original's.
+    Score(ScoreArgs),
+    /// MME benchmark (acc / acc+ per subtask, perception and cognition totals).
+    EvalMme(EvalMmeArgs),
+    /// Multi-turn chat about an image in the terminal.
+    Chat(ChatArgs),
+    /// Web page + OpenAI-compatible API.
+    Serve(ServeArgs),
+    /// Speed and memory benchmark.
+    Bench(BenchArgs),
+}
+
+/// `parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// One case folder (like tests/data/parity/tiny-a).
+    pub dir: PathBuf,
+}
+
+/// Decoding flags shared by the generating commands.
+#[derive(Debug, Clone, Args)]
+pub struct DecodeArgs {
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.1)]
+    pub generation_temperature: f32,
+    /// Nucleus (top-p) threshold.
+    #[arg(long, default_value_t = 0.75)]
+    pub top_p: f32,
+    /// Top-k cut (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Greedy decoding (overrides the sampling temperature).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Seed of the sampler (the original seeds torch with 1).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl DecodeArgs {
+    /// Sampling settings with `max_gen_len` new tokens.
+    pub fn params(&self, max_gen_len: usize) -> SamplingParams {
+        SamplingParams {
+            max_gen_len,
+            temperature: if self.greedy {
+                0.0
+            } else {
+                self.generation_temperature
+            },
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+        }
+    }
+}
+
+/// `eval-sqa`.
+#[derive(Debug, Args)]
+pub struct EvalSqaArgs {
+    /// ScienceQA root: problems.json, pid_splits.json, images/<split>/<qid>/image.png.
+    #[arg(long)]
+    pub data_root: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Captions file (default <data-root>/captions.json).
+    #[arg(long)]
+    pub caption_file: Option<PathBuf>,
+    /// Put captions into the context.
+    #[arg(long)]
+    pub use_caption: bool,
+    /// Prompt format.
+    #[arg(long, default_value = "QCM-ALE")]
+    pub prompt_format: String,
+    /// Problems per batch (the order and size of batches change results, as in the original).
+    #[arg(long, default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// New tokens per answer.
+    #[arg(long, default_value_t = 64)]
+    pub max_gen_len: usize,
+    /// Skip problems whose image file is missing (warning) instead of failing.
+    #[arg(long)]
+    pub skip_missing_images: bool,
+    /// Where to write the predictions.
+    #[arg(long, default_value = "preds.json")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Predictions file: {"qid": index, ...}.
+    #[arg(long)]
+    pub preds: PathBuf,
+    /// ScienceQA root holding problems.json.
+    #[arg(long, required_unless_present = "problems")]
+    pub data_root: Option<PathBuf>,
+    /// problems.json itself (instead of --data-root).
+    #[arg(long)]
+    pub problems: Option<PathBuf>,
+}
+
+/// `eval-mme`.
+#[derive(Debug, Args)]
+pub struct EvalMmeArgs {
+    /// MME root: one folder per subtask.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Images per batch (two prompts each).
+    #[arg(long, default_value_t = MME_BATCH_IMAGES)]
+    pub batch_images: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Image to talk about.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// New tokens per reply.
+    #[arg(long, default_value_t = 256)]
+    pub max_gen_len: usize,
+    /// Use a scripted fake model (no weights needed).
+    #[arg(long)]
+    pub fake: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind (loopback by default; use 0.0.0.0 to expose it).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Largest request body in MiB.
+    #[arg(long, default_value_t = 20)]
+    pub max_body_mb: usize,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Requests that may wait for the model before 503.
+    #[arg(long, default_value_t = 32)]
+    pub queue: usize,
+    /// Default new tokens per reply.
+    #[arg(long, default_value_t = 256)]
+    pub max_gen_len: usize,
+    /// Use a scripted fake model (no weights needed).
+    #[arg(long)]
+    pub fake: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// tiny, small or 7b-shape.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8])]
+    pub batch_size: Vec<usize>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// New tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_gen_len: usize,
+}
+
+fn progress_bar(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+        .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn fake_generator() -> Box<dyn Generator> {
+    Box::new(ScriptedGenerator::echo().with_delay(Duration::from_millis(40)))
+}
+
+fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
+    Ok(load_image_file(path)?)
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Parity(_) => anyhow::bail!(
+            "parity: not wired yet in this build (the model's parity checks are pending)"
+        ),
+        Command::Score(a) => {
+            let problems = match (&a.problems, &a.data_root) {
+                (Some(p), _) => p.clone(),
+                (None, Some(root)) => root.join("problems.json"),
+                (None, None) => anyhow::bail!("score: give --data-root or --problems"),
+            };
+            let report = score_files(&a.preds, &problems)?;
+            println!(
+                "{} predictions scored against {}",
+                report.predictions,
+                problems.display()
+            );
+            println!("{report}");
+            Ok(())
+        }
+        Command::EvalSqa(a) => {
+            let src = SqaSource {
+                data_root: a.data_root.clone(),
+                split: a.split.clone(),
+                prompt_format: a.prompt_format.clone(),
+                use_caption: a.use_caption,
+                caption_file: a.caption_file.clone(),
+                skip_missing_images: a.skip_missing_images,
+            };
+            let items = load_items(&src)?;
+            eprintln!("{} problems in split {:?}", items.len(), a.split);
+            let router_t = a.model.temperature.unwrap_or(10.0);
+            let mut generator = load_generator("eval-sqa", &a.model, router_t)?;
+            let settings = EvalSettings {
+                batch_size: a.max_batch_size,
+                params: a.decode.params(a.max_gen_len),
+                fallback_seed: a.decode.seed,
+            };
+            let bar = progress_bar("ScienceQA");
+            let result = run_eval(
+                &items,
+                generator.as_mut(),
+                &settings,
+                &mut image_loader,
+                &bar,
+            )?;
+            write_atomic(&a.out, &preds_json(&result.preds))?;
+            println!(
+                "overall accuracy: {:.2} ({} of {}; {} answers fell back to a random option)",
+                result.accuracy(),
+                result.correct,
+                result.preds.len(),
+                result.fallbacks
+            );
+            println!("predictions written to {}", a.out.display());
+            if a.split == "test" {
+                let report = score_files(&a.out, &a.data_root.join("problems.json"))?;
+                println!("{report}");
+            } else {
+                println!("(the paper's table is computed on the test split only)");
+            }
+            Ok(())
+        }
+        Command::EvalMme(a) => {
+            let subtasks = discover(&a.root)?;
+            let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
+            let mut generator = load_generator("eval-mme", &a.model, router_t)?;
+            let params = a.decode.params(MME_MAX_GEN_LEN);
+            let bar = progress_bar("MME");
+            let report = run_mme(
+                &subtasks,
+                generator.as_mut(),
+                &params,
+                a.batch_images,
+                &mut image_loader,
+                &bar,
+            )?;
+            println!("{report}");
+            if let Some(path) = &a.json {
+                let text = serde_json::to_string_pretty(&report)?;
+                write_atomic(path, &text)?;
+            }
+            Ok(())
+        }
+        Command::Chat(a) => {
+            let mut generator = if a.fake {
+                fake_generator()
+            } else {
+                let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
+                load_generator("chat", &a.model, router_t)?
+            };
+            let image = match &a.image {
+                Some(p) => Some(load_image_file(p)?),
+                None => None,
+            };
+            let params = a.decode.params(a.max_gen_len);
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut out = std::io::stdout();
+            run_chat(
+                generator.as_mut(),
+                &params,
+                image,
+                &mut |p: &str| image_loader(Path::new(p)),
+                &mut input,
+                &mut out,
+            )
+        }
+        Command::Serve(a) => {
+            let generator = if a.fake {
+                fake_generator()
+            } else {
+                let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
+                load_generator("serve", &a.model, router_t)?
+            };
+            let cfg = ServeConfig {
+                max_body_bytes: a.max_body_mb.saturating_mul(1024 * 1024),
+                max_new_tokens: a.max_new_tokens,
+                queue_capacity: a.queue,
+                defaults: a.decode.params(a.max_gen_len),
+                ..ServeConfig::default()
+            };
+            run_blocking(&a.host, a.port, generator, cfg).context("serve")
+        }
+        Command::Bench(_) => {
+            anyhow::bail!("bench: not wired yet (needs the lavin-model generation API)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn eval_sqa_defaults_follow_eval_py() {
+        let cli = Cli::try_parse_from(["lavin-infer", "eval-sqa", "--data-root", "d"]).unwrap();
+        let Command::EvalSqa(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.split, "test");
+        assert_eq!(a.prompt_format, "QCM-ALE");
+        assert_eq!(a.max_batch_size, 64);
+        assert_eq!(a.max_gen_len, 64);
+        assert_eq!(a.model.n_prompt, 6);
+        assert_eq!(a.model.temperature, None);
+        let p = a.decode.params(a.max_gen_len);
+        assert_eq!((p.temperature, p.top_p, p.seed), (0.1, 0.75, 1));
+        let cli = Cli::try_parse_from([
+            "lavin-infer",
+            "eval-sqa",
+            "--data-root",
+            "d",
+            "--greedy",
+            "--temperature",
+            "10",
+            "--positions",
+            "consistent",
+        ])
+        .unwrap();
+        let Command::EvalSqa(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.decode.params(64).temperature, 0.0);
+        assert_eq!(a.model.temperature, Some(10.0));
+        assert_eq!(a.model.positions, crate::wiring::Positions::Consistent);
+    }
+
+    #[test]
+    fn score_command_runs_on_the_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let f: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/data/parity/tiny-a/scores.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("problems.json"), f["problems"].to_string()).unwrap();
+        let preds = dir.path().join("p.json");
+        std::fs::write(&preds, f["predictions"].to_string()).unwrap();
+        let cli = Cli::try_parse_from([
+            "lavin-infer",
+            "score",
+            "--preds",
+            preds.to_str().unwrap(),
+            "--data-root",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        run(cli).unwrap();
+        let cli = Cli::try_parse_from(["lavin-infer", "score", "--preds", "x"]);
+        assert!(cli.is_err(), "--data-root or --problems is required");
+    }
+
+    #[test]
+    fn model_commands_say_not_wired() {
+        let cli = Cli::try_parse_from(["lavin-infer", "bench"]).unwrap();
+        assert!(run(cli).unwrap_err().to_string().contains("not wired"));
+    }
+}

@@ -1,0 +1,11 @@
+//! `lavin-infer`: LaVIN evaluation, scoring, chat and serving. See `lavin-infer --help`.
+
+use clap::Parser;
+
+fn main() {
+    let cli = lavin_infer::cli::Cli::parse();
+    if let Err(e) = lavin_infer::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
