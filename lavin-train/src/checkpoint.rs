@@ -124,7 +124,10 @@ pub fn file_name(global_step: u64) -> String {
 }
 
 fn step_of(name: &str) -> Option<u64> {
-    name.strip_prefix("checkpoint-step")?.strip_suffix(".safetensors")?.parse().ok()
+    name.strip_prefix("checkpoint-step")?
+        .strip_suffix(".safetensors")?
+        .parse()
+        .ok()
 }
 
 /// lavin-train checkpoints in `dir`, oldest first (by step).
@@ -157,7 +160,10 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, IoError> {
     let n = all.len().saturating_sub(keep);
     let mut out = Vec::new();
     for (_, p) in all.into_iter().take(n) {
-        std::fs::remove_file(&p).map_err(|source| IoError::Io { path: p.clone(), source })?;
+        std::fs::remove_file(&p).map_err(|source| IoError::Io {
+            path: p.clone(),
+            source,
+        })?;
         out.push(p);
     }
     Ok(out)
@@ -167,7 +173,11 @@ impl Checkpoint {
     /// Serialize to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let mut t = BTreeMap::new();
-        for (prefix, map) in [("model", &self.model), ("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
+        for (prefix, map) in [
+            ("model", &self.model),
+            ("exp_avg", &self.exp_avg),
+            ("exp_avg_sq", &self.exp_avg_sq),
+        ] {
             for (k, v) in map {
                 t.insert(format!("{prefix}.{k}"), v.clone());
             }
@@ -184,7 +194,10 @@ impl Checkpoint {
         let path = dir.join(file_name(self.meta.global_step));
         let bytes = self
             .to_bytes()
-            .map_err(|reason| CheckpointError::Serialize { path: path.clone(), reason })?;
+            .map_err(|reason| CheckpointError::Serialize {
+                path: path.clone(),
+                reason,
+            })?;
         io::atomic_write(&path, &bytes)?;
         prune(dir, keep_last)?;
         Ok(path)
@@ -196,16 +209,27 @@ impl Checkpoint {
             return load_original(path);
         }
         let (tensors, metadata) = io::read_safetensors(path)?;
-        let meta_err = |reason: String| CheckpointError::Meta { path: path.to_path_buf(), reason };
-        let json = metadata
-            .get(META_KEY)
-            .ok_or_else(|| meta_err(format!("no `{META_KEY}` entry in the safetensors metadata")))?;
+        let meta_err = |reason: String| CheckpointError::Meta {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let json = metadata.get(META_KEY).ok_or_else(|| {
+            meta_err(format!("no `{META_KEY}` entry in the safetensors metadata"))
+        })?;
         let meta: CheckpointMeta =
             serde_json::from_str(json).map_err(|e| meta_err(format!("metadata JSON: {e}")))?;
         if meta.format != FORMAT {
-            return Err(meta_err(format!("format `{}`, expected `{FORMAT}`", meta.format)));
+            return Err(meta_err(format!(
+                "format `{}`, expected `{FORMAT}`",
+                meta.format
+            )));
         }
-        let mut ck = Checkpoint { meta, model: BTreeMap::new(), exp_avg: BTreeMap::new(), exp_avg_sq: BTreeMap::new() };
+        let mut ck = Checkpoint {
+            meta,
+            model: BTreeMap::new(),
+            exp_avg: BTreeMap::new(),
+            exp_avg_sq: BTreeMap::new(),
+        };
         for (k, v) in tensors {
             let (prefix, name) = k.split_once('.').unwrap_or((k.as_str(), ""));
             let map = match prefix {
@@ -231,11 +255,18 @@ impl Checkpoint {
         }
         for (name, p) in &self.model {
             for (what, map) in [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
-                let err = |reason: String| CheckpointError::Moments { path: path.to_path_buf(), name: name.clone(), reason };
+                let err = |reason: String| CheckpointError::Moments {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    reason,
+                };
                 match map.get(name) {
                     None => return Err(err(format!("missing `{what}`"))),
                     Some(m) if m.shape != p.shape => {
-                        return Err(err(format!("`{what}` has shape {:?}, parameter {:?}", m.shape, p.shape)))
+                        return Err(err(format!(
+                            "`{what}` has shape {:?}, parameter {:?}",
+                            m.shape, p.shape
+                        )))
                     }
                     _ => {}
                 }
@@ -245,7 +276,11 @@ impl Checkpoint {
     }
 
     /// Check the adapters against the model's trainable parameters (original names and shapes).
-    pub fn check_against(&self, path: &Path, expected: &[(String, Vec<usize>)]) -> Result<(), CheckpointError> {
+    pub fn check_against(
+        &self,
+        path: &Path,
+        expected: &[(String, Vec<usize>)],
+    ) -> Result<(), CheckpointError> {
         let mut missing = Vec::new();
         for (name, shape) in expected {
             match self.model.get(name) {
@@ -270,7 +305,11 @@ impl Checkpoint {
         if missing.is_empty() && unexpected.is_empty() {
             Ok(())
         } else {
-            Err(CheckpointError::Names { path: path.to_path_buf(), missing, unexpected })
+            Err(CheckpointError::Names {
+                path: path.to_path_buf(),
+                missing,
+                unexpected,
+            })
         }
     }
 }
@@ -294,9 +333,18 @@ pub fn load_original(path: &Path) -> Result<Checkpoint, CheckpointError> {
         data_seed: 0,
         adam_steps: BTreeMap::new(),
         config: serde_json::Value::Null,
-        source: Some(format!("original LaVIN checkpoint {} (epoch {:?})", path.display(), epoch)),
+        source: Some(format!(
+            "original LaVIN checkpoint {} (epoch {:?})",
+            path.display(),
+            epoch
+        )),
     };
-    Ok(Checkpoint { meta, model, exp_avg: BTreeMap::new(), exp_avg_sq: BTreeMap::new() })
+    Ok(Checkpoint {
+        meta,
+        model,
+        exp_avg: BTreeMap::new(),
+        exp_avg_sq: BTreeMap::new(),
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,12 @@ use crate::config::{ConfigError, TrainConfig};
 
 /// `lavin-train`: train LaVIN's adapters (default command) or run a benchmark.
 #[derive(Debug, Parser)]
-#[command(name = "lavin-train", version, about = "Train LaVIN's Mixture-of-Modality adapters (frozen LLaMA + CLIP)", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "lavin-train",
+    version,
+    about = "Train LaVIN's Mixture-of-Modality adapters (frozen LLaMA + CLIP)",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Sub-command; none = train.
     #[command(subcommand)]
@@ -189,9 +194,14 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Read a `--config` TOML file.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Overlay the values set in `self` onto `c`.
@@ -202,13 +212,49 @@ impl TrainArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = Some(v.clone()); } )* };
         }
-        set!(preset, llm_model, use_vicuna, use_caption, prompt_format, do_pretrain, max_seq_len,
-             batch_size, accum_iter, epochs, warmup_epochs, blr, min_lr, weight_decay, adapter_type,
-             adapter_dim, adapter_scale, temperature, visual_adapter_type, hidden_proj, n_prompt,
-             drop_path, bits, gradient_checkpointing, seed, output_dir, devices, checkpoint_every,
-             keep_last);
-        set_opt!(llama_model_path, clip_model_path, data_root, caption_file, lr, clip_grad, resume,
-                 backend, backends_file, precision);
+        set!(
+            preset,
+            llm_model,
+            use_vicuna,
+            use_caption,
+            prompt_format,
+            do_pretrain,
+            max_seq_len,
+            batch_size,
+            accum_iter,
+            epochs,
+            warmup_epochs,
+            blr,
+            min_lr,
+            weight_decay,
+            adapter_type,
+            adapter_dim,
+            adapter_scale,
+            temperature,
+            visual_adapter_type,
+            hidden_proj,
+            n_prompt,
+            drop_path,
+            bits,
+            gradient_checkpointing,
+            seed,
+            output_dir,
+            devices,
+            checkpoint_every,
+            keep_last
+        );
+        set_opt!(
+            llama_model_path,
+            clip_model_path,
+            data_root,
+            caption_file,
+            lr,
+            clip_grad,
+            resume,
+            backend,
+            backends_file,
+            precision
+        );
     }
 
     /// Defaults < `--config` file < these flags; then validate.
@@ -219,7 +265,11 @@ impl TrainArgs {
         };
         let real_model = self.llama_model_path.is_some()
             || file.as_ref().is_some_and(|f| f.llama_model_path.is_some());
-        let mut c = if real_model { TrainConfig::paper_default() } else { TrainConfig::tiny_default() };
+        let mut c = if real_model {
+            TrainConfig::paper_default()
+        } else {
+            TrainConfig::tiny_default()
+        };
         if let Some(f) = &file {
             f.apply(&mut c);
         }
@@ -249,13 +299,25 @@ mod tests {
     fn model_path_selects_paper_defaults() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().to_str().unwrap();
-        let c = parse(&["--llama-model-path", p, "--output-dir", "/tmp/x"]).train.resolve().unwrap();
-        assert_eq!((c.batch_size, c.accum_iter, c.epochs, c.max_seq_len), (4, 4, 20, 512));
-        assert_eq!((c.blr, c.weight_decay, c.warmup_epochs, c.temperature), (9e-3, 0.02, 2.0, 10.0));
+        let c = parse(&["--llama-model-path", p, "--output-dir", "/tmp/x"])
+            .train
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (c.batch_size, c.accum_iter, c.epochs, c.max_seq_len),
+            (4, 4, 20, 512)
+        );
+        assert_eq!(
+            (c.blr, c.weight_decay, c.warmup_epochs, c.temperature),
+            (9e-3, 0.02, 2.0, 10.0)
+        );
         assert_eq!(c.prompt_format, "QCM-ALE");
         assert_eq!(c.visual_adapter_type, "router");
         // eff batch 32 on two GPUs, as the script: lr = 9e-3 * 32 / 256.
-        let c2 = TrainConfig { devices: "0,1".into(), ..c };
+        let c2 = TrainConfig {
+            devices: "0,1".into(),
+            ..c
+        };
         assert!((c2.resolved_lr() - 1.125e-3).abs() < 1e-15);
     }
 
@@ -263,35 +325,94 @@ mod tests {
     fn file_under_flags() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("run.toml");
-        std::fs::write(&f, "batch_size = 3\nepochs = 9\nprompt_format = \"QCM-A\"\nuse_caption = false\n").unwrap();
-        let c = parse(&["--config", f.to_str().unwrap(), "--epochs", "2", "--use-caption=false"]).train.resolve().unwrap();
-        assert_eq!((c.batch_size, c.epochs, c.prompt_format.as_str()), (3, 2, "QCM-A"));
+        std::fs::write(
+            &f,
+            "batch_size = 3\nepochs = 9\nprompt_format = \"QCM-A\"\nuse_caption = false\n",
+        )
+        .unwrap();
+        let c = parse(&[
+            "--config",
+            f.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--use-caption=false",
+        ])
+        .train
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (c.batch_size, c.epochs, c.prompt_format.as_str()),
+            (3, 2, "QCM-A")
+        );
     }
 
     #[test]
     fn flags_parse() {
-        let a = parse(&["--use-caption", "--temperature", "5", "--clip-grad", "1.0", "--devices", "0,1"]).train;
+        let a = parse(&[
+            "--use-caption",
+            "--temperature",
+            "5",
+            "--clip-grad",
+            "1.0",
+            "--devices",
+            "0,1",
+        ])
+        .train;
         assert_eq!(a.use_caption, Some(true));
         assert_eq!(a.temperature, Some(5.0));
         assert_eq!(a.clip_grad, Some(1.0));
-        assert!(matches!(parse(&["bench", "--preset", "small"]).command, Some(Command::Bench(_))));
+        assert!(matches!(
+            parse(&["bench", "--preset", "small"]).command,
+            Some(Command::Bench(_))
+        ));
     }
 
     #[test]
     fn bad_values_are_reported_before_training() {
-        let e = parse(&["--prompt-format", "XYZ"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--prompt-format", "XYZ"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("prompt_format") && e.contains("XYZ"), "{e}");
-        let e = parse(&["--llama-model-path", "/nonexistent/llama"]).train.resolve().unwrap_err().to_string();
-        assert!(e.contains("llama_model_path") && e.contains("/nonexistent/llama"), "{e}");
-        let e = parse(&["--batch-size", "0"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--llama-model-path", "/nonexistent/llama"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("llama_model_path") && e.contains("/nonexistent/llama"),
+            "{e}"
+        );
+        let e = parse(&["--batch-size", "0"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size"), "{e}");
-        let e = parse(&["--adapter-dim", "7"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--adapter-dim", "7"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("even"), "{e}");
-        let e = parse(&["--precision", "fp8"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--precision", "fp8"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("precision") && e.contains("fp8"), "{e}");
-        let e = parse(&["--devices", "0,x"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--devices", "0,x"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("devices"), "{e}");
-        let e = parse(&["--resume", "/nonexistent/ck.safetensors"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--resume", "/nonexistent/ck.safetensors"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("resume"), "{e}");
     }
 
@@ -300,9 +421,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("run.toml");
         std::fs::write(&f, "batch_sise = 3\n").unwrap();
-        let e = parse(&["--config", f.to_str().unwrap()]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--config", f.to_str().unwrap()])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("run.toml") && e.contains("batch_sise"), "{e}");
-        let e = parse(&["--config", "/nonexistent/run.toml"]).train.resolve().unwrap_err().to_string();
+        let e = parse(&["--config", "/nonexistent/run.toml"])
+            .train
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/run.toml"), "{e}");
     }
 
@@ -312,7 +441,11 @@ mod tests {
         let c = TrainConfig::tiny_default();
         let p = c.save(d.path()).unwrap();
         assert_eq!(TrainConfig::load(&p).unwrap(), c);
-        let c = TrainConfig { lr: None, clip_grad: Some(2.0), ..TrainConfig::paper_default() };
+        let c = TrainConfig {
+            lr: None,
+            clip_grad: Some(2.0),
+            ..TrainConfig::paper_default()
+        };
         let p = c.save(d.path()).unwrap();
         assert_eq!(TrainConfig::load(&p).unwrap(), c);
     }

@@ -213,7 +213,9 @@ impl TrainConfig {
 
     /// Number of devices in `devices`.
     pub fn world_size(&self) -> usize {
-        lavin_model::backends::parse_devices(&self.devices).map(|d| d.len()).unwrap_or(1)
+        lavin_model::backends::parse_devices(&self.devices)
+            .map(|d| d.len())
+            .unwrap_or(1)
     }
 
     /// Effective batch: `batch_size * accum_iter * devices`.
@@ -239,18 +241,27 @@ impl TrainConfig {
     /// Check every value and path; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn inv(field: &'static str, message: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid { field, message: message.into() }
+            ConfigError::Invalid {
+                field,
+                message: message.into(),
+            }
         }
         fn one_of(field: &'static str, v: &str, set: &[&str]) -> Result<(), ConfigError> {
             if set.contains(&v) {
                 Ok(())
             } else {
-                Err(inv(field, format!("unknown value `{v}` (expected one of: {})", set.join(", "))))
+                Err(inv(
+                    field,
+                    format!("unknown value `{v}` (expected one of: {})", set.join(", ")),
+                ))
             }
         }
         fn exists(field: &'static str, p: &Option<PathBuf>) -> Result<(), ConfigError> {
             match p {
-                Some(p) if !p.exists() => Err(ConfigError::MissingPath { field, path: p.clone() }),
+                Some(p) if !p.exists() => Err(ConfigError::MissingPath {
+                    field,
+                    path: p.clone(),
+                }),
                 _ => Ok(()),
             }
         }
@@ -277,14 +288,24 @@ impl TrainConfig {
             exists("caption_file", &self.caption_file)?;
         }
         if self.llama_model_path.is_none() && !["tiny", "small"].contains(&self.preset.as_str()) {
-            return Err(inv("preset", format!("`{}` needs --llama-model-path (built-in presets: tiny, small)", self.preset)));
+            return Err(inv(
+                "preset",
+                format!(
+                    "`{}` needs --llama-model-path (built-in presets: tiny, small)",
+                    self.preset
+                ),
+            ));
         }
         if self.llm_model.trim().is_empty() {
             return Err(inv("llm_model", "must not be empty"));
         }
         one_of("prompt_format", &self.prompt_format, &PROMPT_FORMATS)?;
         one_of("adapter_type", &self.adapter_type, &ADAPTER_TYPES)?;
-        one_of("visual_adapter_type", &self.visual_adapter_type, &VISUAL_ADAPTER_TYPES)?;
+        one_of(
+            "visual_adapter_type",
+            &self.visual_adapter_type,
+            &VISUAL_ADAPTER_TYPES,
+        )?;
         one_of("bits", &self.bits, &BITS)?;
         for (f, v) in [
             ("max_seq_len", self.max_seq_len),
@@ -300,11 +321,17 @@ impl TrainConfig {
             }
         }
         if self.adapter_dim % 2 != 0 {
-            return Err(inv("adapter_dim", format!("must be even (2 expert groups), got {}", self.adapter_dim)));
+            return Err(inv(
+                "adapter_dim",
+                format!("must be even (2 expert groups), got {}", self.adapter_dim),
+            ));
         }
         non_negative("warmup_epochs", self.warmup_epochs)?;
         if self.warmup_epochs > self.epochs as f64 {
-            return Err(inv("warmup_epochs", format!("{} exceeds epochs {}", self.warmup_epochs, self.epochs)));
+            return Err(inv(
+                "warmup_epochs",
+                format!("{} exceeds epochs {}", self.warmup_epochs, self.epochs),
+            ));
         }
         positive("blr", self.blr)?;
         if let Some(lr) = self.lr {
@@ -312,7 +339,10 @@ impl TrainConfig {
         }
         non_negative("min_lr", self.min_lr)?;
         if self.min_lr > self.resolved_lr() {
-            return Err(inv("min_lr", format!("{} exceeds the peak lr {}", self.min_lr, self.resolved_lr())));
+            return Err(inv(
+                "min_lr",
+                format!("{} exceeds the peak lr {}", self.min_lr, self.resolved_lr()),
+            ));
         }
         non_negative("weight_decay", self.weight_decay)?;
         if let Some(c) = self.clip_grad {
@@ -321,20 +351,29 @@ impl TrainConfig {
         positive("temperature", self.temperature)?;
         non_negative("adapter_scale", self.adapter_scale)?;
         if !(0.0..1.0).contains(&self.drop_path) {
-            return Err(inv("drop_path", format!("must be in [0, 1), got {}", self.drop_path)));
+            return Err(inv(
+                "drop_path",
+                format!("must be in [0, 1), got {}", self.drop_path),
+            ));
         }
-        lavin_model::backends::parse_devices(&self.devices).map_err(|e| inv("devices", e.to_string()))?;
+        lavin_model::backends::parse_devices(&self.devices)
+            .map_err(|e| inv("devices", e.to_string()))?;
         if let Some(b) = &self.backend {
-            b.parse::<lavin_model::backends::BackendKind>().map_err(|e| inv("backend", e.to_string()))?;
+            b.parse::<lavin_model::backends::BackendKind>()
+                .map_err(|e| inv("backend", e.to_string()))?;
         }
         if let Some(p) = &self.precision {
-            p.parse::<lavin_model::backends::Precision>().map_err(|e| inv("precision", e.to_string()))?;
+            p.parse::<lavin_model::backends::Precision>()
+                .map_err(|e| inv("precision", e.to_string()))?;
         }
         if self.output_dir.as_os_str().is_empty() {
             return Err(inv("output_dir", "must not be empty"));
         }
         if self.output_dir.is_file() {
-            return Err(inv("output_dir", format!("`{}` is a file", self.output_dir.display())));
+            return Err(inv(
+                "output_dir",
+                format!("`{}` is a file", self.output_dir.display()),
+            ));
         }
         Ok(())
     }
@@ -342,17 +381,26 @@ impl TrainConfig {
     /// Save as TOML (atomically) to `dir/config.toml`; returns the path.
     pub fn save(&self, dir: &Path) -> Result<PathBuf, ConfigError> {
         let path = dir.join("config.toml");
-        let text = toml::to_string_pretty(self)
-            .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
-        crate::io::atomic_write(&path, text.as_bytes())
-            .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        crate::io::atomic_write(&path, text.as_bytes()).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(path)
     }
 
     /// Read a saved `config.toml` (all keys required).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 }

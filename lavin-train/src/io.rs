@@ -53,7 +53,10 @@ pub enum IoError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
-    move |source| IoError::Io { path: path.to_path_buf(), source }
+    move |source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
@@ -63,7 +66,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
@@ -72,7 +78,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        IoError::Io { path: path.to_path_buf(), source: e }
+        IoError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     })?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
@@ -100,13 +109,21 @@ pub fn parse_safetensors(
         reason: e.to_string(),
     };
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let st = SafeTensors::deserialize(bytes).map_err(st_err)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => data
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
@@ -131,7 +148,13 @@ pub fn parse_safetensors(
                 })
             }
         };
-        out.insert(name, HostTensor { shape: view.shape().to_vec(), values });
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
     }
     Ok((out, metadata))
 }
@@ -151,7 +174,8 @@ pub fn to_safetensors(
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
     for (k, b, s) in &bytes {
-        let v = TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| format!("{k}: {e}"))?;
+        let v = TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map_err(|e| format!("{k}: {e}"))?;
         views.push((k.clone(), v));
     }
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
@@ -168,8 +192,10 @@ pub fn read_pth_entry(path: &Path, key: &str) -> Result<BTreeMap<String, HostTen
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let reader = PytorchReader::with_top_level_key(path, key)
-        .map_err(|e| IoError::Pytorch { path: path.to_path_buf(), reason: e.to_string() })?;
+    let reader = PytorchReader::with_top_level_key(path, key).map_err(|e| IoError::Pytorch {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let mut out = BTreeMap::new();
     for (name, snap) in reader.into_tensors() {
         let data = snap.to_data().map_err(|e| IoError::Pytorch {
@@ -177,11 +203,17 @@ pub fn read_pth_entry(path: &Path, key: &str) -> Result<BTreeMap<String, HostTen
             reason: format!("tensor `{name}`: {e:?}"),
         })?;
         let shape = data.shape.to_vec();
-        let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| IoError::Pytorch {
-            path: path.to_path_buf(),
-            reason: format!("tensor `{name}`: {e:?}"),
-        })?;
-        let name = name.strip_prefix("module.").map(str::to_string).unwrap_or(name);
+        let values = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| IoError::Pytorch {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e:?}"),
+            })?;
+        let name = name
+            .strip_prefix("module.")
+            .map(str::to_string)
+            .unwrap_or(name);
         out.insert(name, HostTensor { shape, values });
     }
     Ok(out)
@@ -213,7 +245,13 @@ mod tests {
     #[test]
     fn safetensors_roundtrip_with_metadata() {
         let mut t = BTreeMap::new();
-        t.insert("a.b".to_string(), HostTensor { shape: vec![2, 1], values: vec![1.5, -2.0] });
+        t.insert(
+            "a.b".to_string(),
+            HostTensor {
+                shape: vec![2, 1],
+                values: vec![1.5, -2.0],
+            },
+        );
         let mut m = BTreeMap::new();
         m.insert("k".to_string(), "v".to_string());
         let bytes = to_safetensors(&t, m.clone()).unwrap();

@@ -5,9 +5,10 @@
 //! * [`lr_sched`]: LaVIN's warmup + half-cosine schedule by fractional epoch.
 //! * [`io`]: atomic writes, safetensors / PyTorch tensor maps.
 
-pub mod io;
-pub mod lr_sched;
-pub mod optim;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod io;
+pub mod lr_sched;
+pub mod optim;
+pub mod report;

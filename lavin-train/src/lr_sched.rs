@@ -106,7 +106,11 @@ mod tests {
             let e = v["epoch"].as_f64().unwrap();
             let want = v["lr"].as_f64().unwrap();
             let got = sched.lr_at(e);
-            let rel = if want == 0.0 { got.abs() } else { ((got - want) / want).abs() };
+            let rel = if want == 0.0 {
+                got.abs()
+            } else {
+                ((got - want) / want).abs()
+            };
             worst = worst.max(rel);
             // group with lr_scale 0.5
             let g = v["group_lr"].as_array().unwrap();
@@ -125,7 +129,12 @@ mod tests {
 
     #[test]
     fn lr_held_over_accumulation_window() {
-        let s = LrSchedule { lr: 1.0, min_lr: 0.0, epochs: 4.0, warmup_epochs: 1.0 };
+        let s = LrSchedule {
+            lr: 1.0,
+            min_lr: 0.0,
+            epochs: 4.0,
+            warmup_epochs: 1.0,
+        };
         // 10 micro-batches per epoch, accum 2: micro-batch 3 uses the value at step 2.
         assert_eq!(s.lr_for_micro_batch(0, 3, 10, 2), s.lr_at(0.2));
         assert_eq!(s.lr_for_micro_batch(0, 0, 10, 2), 0.0);
@@ -135,7 +144,12 @@ mod tests {
 
     #[test]
     fn warmup_equal_to_epochs_does_not_divide_by_zero() {
-        let s = LrSchedule { lr: 1.0, min_lr: 0.0, epochs: 2.0, warmup_epochs: 2.0 };
+        let s = LrSchedule {
+            lr: 1.0,
+            min_lr: 0.0,
+            epochs: 2.0,
+            warmup_epochs: 2.0,
+        };
         assert_eq!(s.lr_at(2.0), 1.0);
     }
 }

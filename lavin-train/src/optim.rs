@@ -36,7 +36,9 @@ pub enum OptimError {
         grad: Vec<usize>,
     },
     /// Stored moments do not fit the parameter (e.g. a checkpoint from another config).
-    #[error("parameter `{name}`: optimizer state has shape {state:?}, parameter has shape {param:?}")]
+    #[error(
+        "parameter `{name}`: optimizer state has shape {state:?}, parameter has shape {param:?}"
+    )]
     StateShape {
         /// Original parameter name.
         name: String,
@@ -65,7 +67,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.02 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.02,
+        }
     }
 }
 
@@ -98,7 +105,10 @@ pub struct AdamW<B: Backend> {
 impl<B: Backend> AdamW<B> {
     /// A fresh optimizer (no moments yet).
     pub fn new(config: AdamWConfig) -> Self {
-        Self { config, states: BTreeMap::new() }
+        Self {
+            config,
+            states: BTreeMap::new(),
+        }
     }
 
     /// Moments of one parameter.
@@ -184,13 +194,18 @@ impl<B: Backend> AdamW<B> {
             },
         };
         let step = state.step + 1;
-        let wd = if decays(name, shape.len()) { c.weight_decay } else { 0.0 };
+        let wd = if decays(name, shape.len()) {
+            c.weight_decay
+        } else {
+            0.0
+        };
         let mut p = param;
         if wd != 0.0 {
             p = p.mul_scalar(1.0 - lr * wd);
         }
         let m = state.exp_avg.clone() + (grad.clone() - state.exp_avg).mul_scalar(1.0 - c.beta1);
-        let v = state.exp_avg_sq.mul_scalar(c.beta2) + grad.clone().mul_scalar(1.0 - c.beta2) * grad;
+        let v =
+            state.exp_avg_sq.mul_scalar(c.beta2) + grad.clone().mul_scalar(1.0 - c.beta2) * grad;
         let bc1 = 1.0 - c.beta1.powi(step as i32);
         let bc2 = 1.0 - c.beta2.powi(step as i32);
         let step_size = lr / bc1;
@@ -198,7 +213,12 @@ impl<B: Backend> AdamW<B> {
         let p = p - (m.clone() / denom).mul_scalar(step_size);
         self.states.insert(
             name.to_string(),
-            MomentState { step, exp_avg: m, exp_avg_sq: v, shape: shape.to_vec() },
+            MomentState {
+                step,
+                exp_avg: m,
+                exp_avg_sq: v,
+                shape: shape.to_vec(),
+            },
         );
         Ok(p)
     }
@@ -310,7 +330,11 @@ where
             }
         }
     }
-    let mut l = Lister { path: PathTracker { stack: Vec::new() }, naming, out: Vec::new() };
+    let mut l = Lister {
+        path: PathTracker { stack: Vec::new() },
+        naming,
+        out: Vec::new(),
+    };
     module.visit(&mut l);
     l.out
 }
@@ -358,7 +382,11 @@ impl<B: AutodiffBackend, N: ParamNaming> ModuleMapper<B> for StepMapper<'_, B, N
             self.error = Some(OptimError::DuplicateName(name));
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let grad = if self.grad_scale != 1.0 { grad.mul_scalar(self.grad_scale) } else { grad };
+        let grad = if self.grad_scale != 1.0 {
+            grad.mul_scalar(self.grad_scale)
+        } else {
+            grad
+        };
         let device = tensor.device();
         let inner = tensor.clone().inner();
         let grad = grad.to_device(&device);

@@ -3,8 +3,20 @@ use crate::io::HostTensor;
 
 fn tiny(step: u64) -> Checkpoint {
     let mut model = BTreeMap::new();
-    model.insert("layers.0.adapter_attn.conv_A.weight".to_string(), HostTensor { shape: vec![2, 3, 1], values: (0..6).map(|v| v as f32).collect() });
-    model.insert("layers.0.adapter_attn.conv_A.bias".to_string(), HostTensor { shape: vec![2], values: vec![0.5, -0.5] });
+    model.insert(
+        "layers.0.adapter_attn.conv_A.weight".to_string(),
+        HostTensor {
+            shape: vec![2, 3, 1],
+            values: (0..6).map(|v| v as f32).collect(),
+        },
+    );
+    model.insert(
+        "layers.0.adapter_attn.conv_A.bias".to_string(),
+        HostTensor {
+            shape: vec![2],
+            values: vec![0.5, -0.5],
+        },
+    );
     let exp_avg = model.clone();
     let exp_avg_sq = model.clone();
     Checkpoint {
@@ -48,10 +60,15 @@ fn corrupted_file_is_reported() {
     b.truncate(b.len() / 2);
     std::fs::write(&p, &b).unwrap();
     let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(e.contains("checkpoint-step00000001") && e.contains("safetensors"), "{e}");
+    assert!(
+        e.contains("checkpoint-step00000001") && e.contains("safetensors"),
+        "{e}"
+    );
     std::fs::write(&p, b"garbage").unwrap();
     assert!(Checkpoint::load(&p).is_err());
-    let e = Checkpoint::load(&d.path().join("nope.safetensors")).unwrap_err().to_string();
+    let e = Checkpoint::load(&d.path().join("nope.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
 }
 
@@ -60,7 +77,13 @@ fn foreign_safetensors_is_not_a_checkpoint() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("x.safetensors");
     let mut t = BTreeMap::new();
-    t.insert("a".to_string(), HostTensor { shape: vec![1], values: vec![1.0] });
+    t.insert(
+        "a".to_string(),
+        HostTensor {
+            shape: vec![1],
+            values: vec![1.0],
+        },
+    );
     std::fs::write(&p, crate::io::to_safetensors(&t, BTreeMap::new()).unwrap()).unwrap();
     let e = Checkpoint::load(&p).unwrap_err().to_string();
     assert!(e.contains("not a lavin-train checkpoint"), "{e}");
@@ -70,13 +93,25 @@ fn foreign_safetensors_is_not_a_checkpoint() {
 fn shape_mismatch_names_param_and_shapes() {
     let c = tiny(1);
     let want = vec![
-        ("layers.0.adapter_attn.conv_A.weight".to_string(), vec![4, 3, 1]),
+        (
+            "layers.0.adapter_attn.conv_A.weight".to_string(),
+            vec![4, 3, 1],
+        ),
         ("layers.0.adapter_attn.conv_A.bias".to_string(), vec![2]),
     ];
-    let e = c.check_against(Path::new("ck"), &want).unwrap_err().to_string();
-    assert!(e.contains("conv_A.weight") && e.contains("[2, 3, 1]") && e.contains("[4, 3, 1]"), "{e}");
+    let e = c
+        .check_against(Path::new("ck"), &want)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv_A.weight") && e.contains("[2, 3, 1]") && e.contains("[4, 3, 1]"),
+        "{e}"
+    );
     let want = vec![("layers.0.adapter_attn.conv_A.bias".to_string(), vec![2])];
-    let e = c.check_against(Path::new("ck"), &want).unwrap_err().to_string();
+    let e = c
+        .check_against(Path::new("ck"), &want)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not in model"), "{e}");
 }
 
@@ -92,10 +127,16 @@ fn missing_moment_is_reported() {
 
 #[test]
 fn reads_fixture_adapter_checkpoint() {
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"));
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"
+    ));
     let c = load_original(p).unwrap();
     assert_eq!(c.meta.epoch, 1);
-    assert_eq!(c.model["adapter_modality_embedding.weight"].shape, vec![2, 64]);
+    assert_eq!(
+        c.model["adapter_modality_embedding.weight"].shape,
+        vec![2, 64]
+    );
     assert!(!c.has_moments());
 }
 
@@ -103,11 +144,17 @@ fn reads_fixture_adapter_checkpoint() {
 /// (built by tests/data/make_original_checkpoint.py), `module.`-prefixed names.
 #[test]
 fn reads_original_full_checkpoint() {
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/original-checkpoint-1.pth"));
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/original-checkpoint-1.pth"
+    ));
     let c = Checkpoint::load(p).unwrap();
     assert_eq!(c.meta.epoch, 2, "epoch 1 saved => resume at epoch 2");
     assert!(c.model.contains_key("adapter_modality_embedding.weight"));
     assert!(c.model.keys().all(|k| !k.starts_with("module.")));
-    let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"));
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"
+    ));
     assert_eq!(c.model, load_original(fixture).unwrap().model);
 }

@@ -10,16 +10,25 @@ type B = NdArray<f32>;
 type AB = Autodiff<B>;
 
 fn case() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/parity/tiny-a"
+    ))
 }
 
 fn to_tensor(t: &HostTensor) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(t.values.clone(), [t.values.len()]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(t.values.clone(), [t.values.len()]),
+        &Default::default(),
+    )
 }
 
 fn max_abs_diff(a: &Tensor<B, 1>, b: &HostTensor) -> f64 {
     let a = a.to_data().to_vec::<f32>().unwrap();
-    a.iter().zip(&b.values).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
+    a.iter()
+        .zip(&b.values)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -56,7 +65,9 @@ fn adamw_matches_torch_on_fixture() {
         for (name, (shape, p)) in params.iter_mut() {
             let g = &fx[&format!("grad_step{step}.{name}")];
             assert_eq!(&g.shape, shape);
-            *p = opt.step_flat(name, shape, p.clone(), to_tensor(g), lr).unwrap();
+            *p = opt
+                .step_flat(name, shape, p.clone(), to_tensor(g), lr)
+                .unwrap();
             if step == 1 || step == 3 {
                 let want = &fx[&format!("step{step}.{name}")];
                 let d = max_abs_diff(p, want);
@@ -65,7 +76,10 @@ fn adamw_matches_torch_on_fixture() {
             }
         }
     }
-    eprintln!("AdamW parity: max abs error {worst:e} over {} params", params.len());
+    eprintln!(
+        "AdamW parity: max abs error {worst:e} over {} params",
+        params.len()
+    );
     assert!(opt.states().values().all(|s| s.step == 3));
 }
 
@@ -83,9 +97,16 @@ fn clip_coefficient_like_torch() {
 fn state_shape_mismatch_is_named() {
     let mut opt = AdamW::<B>::new(AdamWConfig::default());
     let p: Tensor<B, 1> = Tensor::zeros([4], &Default::default());
-    opt.step_flat("x.weight", &[2, 2], p.clone(), p.clone(), 0.1).unwrap();
-    let err = opt.step_flat("x.weight", &[4], p.clone(), p, 0.1).unwrap_err().to_string();
-    assert!(err.contains("x.weight") && err.contains("[2, 2]") && err.contains("[4]"), "{err}");
+    opt.step_flat("x.weight", &[2, 2], p.clone(), p.clone(), 0.1)
+        .unwrap();
+    let err = opt
+        .step_flat("x.weight", &[4], p.clone(), p, 0.1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x.weight") && err.contains("[2, 2]") && err.contains("[4]"),
+        "{err}"
+    );
 }
 
 #[derive(Module, Debug)]
@@ -108,7 +129,10 @@ fn module_step_updates_adapters_only() {
     let names = trainable_params(&toy, &naming);
     assert_eq!(
         names,
-        vec![("orig.adapter.weight".to_string(), vec![3, 2]), ("orig.adapter.bias".to_string(), vec![2])]
+        vec![
+            ("orig.adapter.weight".to_string(), vec![3, 2]),
+            ("orig.adapter.bias".to_string(), vec![2])
+        ]
     );
     let x: Tensor<AB, 2> = Tensor::from_floats([[1.0, 2.0, 3.0]], &dev);
     let loss = toy.frozen.forward(toy.adapter.forward(x)).sum();
@@ -129,5 +153,10 @@ fn module_step_updates_adapters_only() {
     let want = opt2
         .step_tensor("orig.adapter.weight", w_before, g_w.mul_scalar(0.5), 1e-2)
         .unwrap();
-    toy.adapter.weight.val().inner().to_data().assert_approx_eq::<f32>(&want.to_data(), Default::default());
+    toy.adapter
+        .weight
+        .val()
+        .inner()
+        .to_data()
+        .assert_approx_eq::<f32>(&want.to_data(), Default::default());
 }

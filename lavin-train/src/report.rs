@@ -1,0 +1,443 @@
+//! What the user sees: a JSONL metrics log (one line per optimizer step), a text progress
+//! renderer (indicatif bar on a terminal, periodic plain lines otherwise), a loss-curve PNG
+//! (plotters bitmap backend, drawn without text so no font is needed) and `summary.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::{atomic_write, IoError};
+
+/// One optimizer step's metrics (one JSONL line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// Optimizer step (1-based).
+    pub step: u64,
+    /// Fractional epoch at the start of the step's accumulation window.
+    pub epoch: f64,
+    /// Mean (unscaled) loss over the step's non-skipped micro-batches.
+    pub loss: f64,
+    /// Learning rate used by the step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training samples per second over the step.
+    pub samples_per_sec: f64,
+    /// Non-padding tokens per second over the step.
+    pub tokens_per_sec: f64,
+    /// Batches skipped so far (non-finite loss).
+    pub skipped: u64,
+}
+
+/// Append-only JSONL metrics log (`metrics.jsonl`); flushed every line so a crash loses nothing.
+pub struct MetricsLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl MetricsLog {
+    /// Open `dir/metrics.jsonl`, appending (resume) or truncating (fresh run).
+    pub fn open(dir: &Path, append: bool) -> Result<Self, IoError> {
+        std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("metrics.jsonl");
+        let f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|source| IoError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            out: BufWriter::new(f),
+        })
+    }
+
+    /// Write one line.
+    pub fn log(&mut self, m: &StepMetrics) -> Result<(), IoError> {
+        let line = serde_json::to_string(m).unwrap_or_default();
+        let io = |source| IoError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        writeln!(self.out, "{line}").map_err(io)?;
+        self.out.flush().map_err(|source| IoError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Path of the log.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Read a metrics log back (lines that do not parse are skipped).
+pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, IoError> {
+    let text = std::fs::read_to_string(path).map_err(|source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// End-of-run summary (`summary.json`). Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Loss of the first optimizer step.
+    pub initial_loss: f64,
+    /// Mean loss of the last steps (see the trainer for the window).
+    pub final_loss: f64,
+    /// Validation accuracy (`None` if not evaluated).
+    pub val_accuracy: Option<f64>,
+    /// Expected accuracy of uniform guessing over the val problems' options.
+    pub chance_accuracy: Option<f64>,
+    /// How validation ranked answers (e.g. "likelihood of 'The answer is X.'").
+    pub val_method: Option<String>,
+    /// Trainable (adapter) parameter count.
+    pub trainable_params: usize,
+    /// Optimizer steps run.
+    pub steps: u64,
+    /// Batches skipped (non-finite loss).
+    pub skipped: u64,
+    /// Seconds from start of training to the summary (validation included, loading excluded).
+    pub wall_seconds: f64,
+    /// Training samples per second (excluding validation).
+    pub samples_per_second: f64,
+}
+
+impl Summary {
+    /// Write `dir/summary.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, IoError> {
+        let path = dir.join("summary.json");
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        atomic_write(&path, text.as_bytes())?;
+        Ok(path)
+    }
+}
+
+/// Errors of the plot.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot draw loss curve: {message}")]
+pub struct PlotError {
+    /// Target file.
+    pub path: PathBuf,
+    /// Cause.
+    pub message: String,
+}
+
+/// Draw the loss curve to a PNG: raw per-step loss (light) and an exponential moving average
+/// (dark), on a light grid (10 divisions each way). No text is drawn (no font dependency): the
+/// axis ranges are returned so the caller can print them (x = steps, y = loss).
+pub fn plot_loss_curve(
+    path: &Path,
+    points: &[(f64, f64)],
+) -> Result<((f64, f64), (f64, f64)), PlotError> {
+    use plotters::prelude::*;
+    let perr = |e: String| PlotError {
+        path: path.to_path_buf(),
+        message: e,
+    };
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Err(perr("no finite points".into()));
+    }
+    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in &pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let (y0, y1) = ((y0 - pad).max(0.0_f64.min(y0)), y1 + pad);
+    {
+        let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| perr(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(20)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| perr(e.to_string()))?;
+        let grid = RGBColor(225, 225, 225);
+        for i in 0..=10 {
+            let x = x0 + (x1 - x0) * i as f64 / 10.0;
+            let y = y0 + (y1 - y0) * i as f64 / 10.0;
+            chart
+                .draw_series(LineSeries::new(vec![(x, y0), (x, y1)], grid))
+                .map_err(|e| perr(e.to_string()))?;
+            chart
+                .draw_series(LineSeries::new(vec![(x0, y), (x1, y)], grid))
+                .map_err(|e| perr(e.to_string()))?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0, y0), (x1, y0)],
+                BLACK.stroke_width(2),
+            ))
+            .map_err(|e| perr(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0, y0), (x0, y1)],
+                BLACK.stroke_width(2),
+            ))
+            .map_err(|e| perr(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), RGBColor(150, 180, 230)))
+            .map_err(|e| perr(e.to_string()))?;
+        let mut ema = Vec::with_capacity(pts.len());
+        let alpha = 2.0 / ((pts.len() as f64 / 10.0).clamp(1.0, 50.0) + 1.0);
+        let mut acc = pts[0].1;
+        for &(x, y) in &pts {
+            acc = alpha * y + (1.0 - alpha) * acc;
+            ema.push((x, acc));
+        }
+        chart
+            .draw_series(LineSeries::new(ema, RGBColor(20, 60, 160).stroke_width(3)))
+            .map_err(|e| perr(e.to_string()))?;
+        root.present().map_err(|e| perr(e.to_string()))?;
+    }
+    Ok(((x0, x1), (y0, y1)))
+}
+
+/// Progress renderer: an indicatif bar with ETA and the latest metrics on a terminal; on a
+/// pipe / CI a plain line every `every` seconds (and at the end).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    start: Instant,
+    start_step: u64,
+    last_print: Instant,
+    every: Duration,
+}
+
+/// One-line rendering of a step's metrics.
+pub fn format_metrics(m: &StepMetrics) -> String {
+    format!(
+        "loss {:.4} | lr {:.3e} | {:.1} samples/s | {:.0} tok/s | grad norm {:.3} | skipped {}",
+        m.loss, m.lr, m.samples_per_sec, m.tokens_per_sec, m.grad_norm, m.skipped
+    )
+}
+
+/// `1h02m03s` style.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}s", s)
+    }
+}
+
+impl Progress {
+    /// A renderer for `total` optimizer steps, starting at `start_step` (resume).
+    /// `plain` forces plain lines even on a terminal.
+    pub fn new(total: u64, start_step: u64, plain: bool) -> Self {
+        let bar = (!plain && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} ETA {eta}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            b.set_style(style);
+            b.set_position(start_step);
+            b
+        });
+        let now = Instant::now();
+        Self {
+            bar,
+            total,
+            start: now,
+            start_step,
+            last_print: now,
+            every: Duration::from_secs(10),
+        }
+    }
+
+    /// Plain-line interval.
+    pub fn with_interval(mut self, every: Duration) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// ETA from the steps done since start.
+    pub fn eta(&self, step: u64) -> Option<Duration> {
+        let done = step.saturating_sub(self.start_step);
+        if done == 0 {
+            return None;
+        }
+        let per = self.start.elapsed().as_secs_f64() / done as f64;
+        Some(Duration::from_secs_f64(
+            per * self.total.saturating_sub(step) as f64,
+        ))
+    }
+
+    /// Render a step. Returns the plain line if one was printed.
+    pub fn update(&mut self, m: &StepMetrics) -> Option<String> {
+        let msg = format_metrics(m);
+        if let Some(b) = &self.bar {
+            b.set_position(m.step);
+            b.set_message(msg);
+            return None;
+        }
+        if self.last_print.elapsed() >= self.every
+            || m.step >= self.total
+            || m.step == self.start_step + 1
+        {
+            self.last_print = Instant::now();
+            let eta = self
+                .eta(m.step)
+                .map(format_duration)
+                .unwrap_or_else(|| "?".into());
+            let line = format!(
+                "step {}/{} epoch {:.2} | {msg} | ETA {eta}",
+                m.step, self.total, m.epoch
+            );
+            eprintln!("{line}");
+            return Some(line);
+        }
+        None
+    }
+
+    /// Print a message without breaking the bar.
+    pub fn println(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    /// Close the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(step: u64, loss: f64) -> StepMetrics {
+        StepMetrics {
+            step,
+            epoch: step as f64 / 10.0,
+            loss,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            samples_per_sec: 4.0,
+            tokens_per_sec: 100.0,
+            skipped: 0,
+        }
+    }
+
+    #[test]
+    fn metrics_log_appends_jsonl() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut l = MetricsLog::open(d.path(), false).unwrap();
+            l.log(&m(1, 2.0)).unwrap();
+        }
+        {
+            let mut l = MetricsLog::open(d.path(), true).unwrap();
+            l.log(&m(2, 1.5)).unwrap();
+        }
+        let back = read_metrics(&d.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(back, vec![m(1, 2.0), m(2, 1.5)]);
+        let first = std::fs::read_to_string(d.path().join("metrics.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+        for k in [
+            "step",
+            "epoch",
+            "loss",
+            "lr",
+            "grad_norm",
+            "samples_per_sec",
+            "tokens_per_sec",
+            "skipped",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn loss_plot_is_a_png() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("loss.png");
+        let pts: Vec<(f64, f64)> = (0..200)
+            .map(|i| {
+                (
+                    i as f64,
+                    3.0 * (-(i as f64) / 60.0).exp() + 0.1 * ((i * 7 % 11) as f64 / 11.0),
+                )
+            })
+            .collect();
+        let (xr, yr) = plot_loss_curve(&p, &pts).unwrap();
+        assert_eq!(xr, (0.0, 199.0));
+        assert!(yr.0 < yr.1);
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(&b[1..4], b"PNG");
+        if let Ok(dst) = std::env::var("LAVIN_PLOT_OUT") {
+            std::fs::copy(&p, dst).unwrap();
+        }
+        assert!(plot_loss_curve(&p, &[]).is_err());
+        // A single point still draws.
+        plot_loss_curve(&p, &[(1.0, 1.0)]).unwrap();
+    }
+
+    #[test]
+    fn summary_written_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Summary {
+            initial_loss: 6.1,
+            final_loss: 2.0,
+            val_accuracy: Some(0.6),
+            chance_accuracy: Some(0.3),
+            val_method: Some("likelihood".into()),
+            trainable_params: 1000,
+            steps: 10,
+            skipped: 0,
+            wall_seconds: 12.5,
+            samples_per_second: 8.0,
+        };
+        let p = s.write(d.path()).unwrap();
+        let back: Summary = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn plain_progress_prints_first_and_last() {
+        let mut pr = Progress::new(3, 0, true).with_interval(Duration::from_secs(3600));
+        assert!(pr.update(&m(1, 2.0)).unwrap().contains("step 1/3"));
+        assert!(pr.update(&m(2, 2.0)).is_none());
+        let last = pr.update(&m(3, 1.0)).unwrap();
+        assert!(
+            last.contains("loss 1.0000") && last.contains("ETA"),
+            "{last}"
+        );
+        assert_eq!(format_duration(Duration::from_secs(3723)), "1h02m03s");
+    }
+}
