@@ -135,11 +135,19 @@ impl BackendKind {
     pub fn check_precision(self, precision: Precision) -> Result<(), BackendError> {
         let reason = match (self, precision) {
             (_, Precision::F32) => return Ok(()),
-            (BackendKind::Ndarray, _) => "ndarray is f32 only (use --backend wgpu/cuda for half precision)",
-            (BackendKind::Wgpu, Precision::Bf16) => "wgpu has no bf16 support in Burn 0.21 (use fp16 or f32)",
+            (BackendKind::Ndarray, _) => {
+                "ndarray is f32 only (use --backend wgpu/cuda for half precision)"
+            }
+            (BackendKind::Wgpu, Precision::Bf16) => {
+                "wgpu has no bf16 support in Burn 0.21 (use fp16 or f32)"
+            }
             _ => return Ok(()),
         };
-        Err(BackendError::UnsupportedPrecision { backend: self, precision, reason })
+        Err(BackendError::UnsupportedPrecision {
+            backend: self,
+            precision,
+            reason,
+        })
     }
 
     /// Require the backend to be compiled in.
@@ -167,7 +175,10 @@ fn compiled_list() -> String {
 
 /// The backends compiled into this build.
 pub fn compiled_backends() -> Vec<BackendKind> {
-    BackendKind::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+    BackendKind::ALL
+        .into_iter()
+        .filter(|b| b.is_compiled())
+        .collect()
 }
 
 impl fmt::Display for BackendKind {
@@ -306,16 +317,25 @@ impl BackendPrefs {
             if line.starts_with('[') {
                 let name = line.trim_start_matches('[').trim_end_matches(']').trim();
                 if name != "jobs" {
-                    return Err(perr(lineno, format!("unknown table `[{name}]` (only [jobs])")));
+                    return Err(perr(
+                        lineno,
+                        format!("unknown table `[{name}]` (only [jobs])"),
+                    ));
                 }
                 in_jobs = true;
                 continue;
             }
             if !in_jobs {
-                return Err(perr(lineno, "entries must be inside the [jobs] table".into()));
+                return Err(perr(
+                    lineno,
+                    "entries must be inside the [jobs] table".into(),
+                ));
             }
             let Some((key, value)) = line.split_once('=') else {
-                return Err(perr(lineno, format!("expected `job = [\"backend:precision\", ...]`, got `{line}`")));
+                return Err(perr(
+                    lineno,
+                    format!("expected `job = [\"backend:precision\", ...]`, got `{line}`"),
+                ));
             };
             let key = key.trim().trim_matches('"').to_string();
             if key.is_empty() {
@@ -323,7 +343,10 @@ impl BackendPrefs {
             }
             let value = value.trim().to_string();
             if !value.starts_with('[') {
-                return Err(perr(lineno, format!("job `{key}`: value must be an array of strings")));
+                return Err(perr(
+                    lineno,
+                    format!("job `{key}`: value must be an array of strings"),
+                ));
             }
             if value.contains(']') {
                 jobs.insert(key, parse_list(&value, lineno, origin)?);
@@ -334,7 +357,10 @@ impl BackendPrefs {
         if let Some((key, start, _)) = pending {
             return Err(perr(start, format!("job `{key}`: unterminated array")));
         }
-        Ok(Self { origin: origin.to_string(), jobs })
+        Ok(Self {
+            origin: origin.to_string(),
+            jobs,
+        })
     }
 
     /// Pick the backend for `job`.
@@ -355,8 +381,13 @@ impl BackendPrefs {
         let choice = match forced {
             Some(b) => {
                 b.ensure_compiled()?;
-                let listed = list.and_then(|l| l.iter().find(|c| c.backend == b)).map(|c| c.precision);
-                BackendChoice { backend: b, precision: precision.or(listed).unwrap_or(Precision::F32) }
+                let listed = list
+                    .and_then(|l| l.iter().find(|c| c.backend == b))
+                    .map(|c| c.precision);
+                BackendChoice {
+                    backend: b,
+                    precision: precision.or(listed).unwrap_or(Precision::F32),
+                }
             }
             None => {
                 let list = list.ok_or_else(|| BackendError::UnknownJob {
@@ -364,13 +395,21 @@ impl BackendPrefs {
                     job: job.to_string(),
                     known: self.jobs.keys().cloned().collect::<Vec<_>>().join(", "),
                 })?;
-                let first = list.iter().find(|c| c.backend.is_compiled()).ok_or_else(|| {
-                    BackendError::NoneCompiled {
+                let first = list
+                    .iter()
+                    .find(|c| c.backend.is_compiled())
+                    .ok_or_else(|| BackendError::NoneCompiled {
                         job: job.to_string(),
-                        tried: list.iter().map(|c| c.backend.name()).collect::<Vec<_>>().join(", "),
-                    }
-                })?;
-                BackendChoice { backend: first.backend, precision: precision.unwrap_or(first.precision) }
+                        tried: list
+                            .iter()
+                            .map(|c| c.backend.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+                BackendChoice {
+                    backend: first.backend,
+                    precision: precision.unwrap_or(first.precision),
+                }
             }
         };
         choice.backend.check_precision(choice.precision)?;
@@ -391,7 +430,11 @@ fn strip_comment(line: &str) -> &str {
 }
 
 fn parse_list(value: &str, line: usize, origin: &str) -> Result<Vec<BackendChoice>, BackendError> {
-    let perr = |message: String| BackendError::Parse { origin: origin.to_string(), line, message };
+    let perr = |message: String| BackendError::Parse {
+        origin: origin.to_string(),
+        line,
+        message,
+    };
     let inner = value
         .trim()
         .strip_prefix('[')
@@ -420,14 +463,19 @@ fn parse_list(value: &str, line: usize, origin: &str) -> Result<Vec<BackendChoic
 
 /// Parse `--devices`: comma-separated, distinct device indices (`0`, `0,1`, ` 2, 3 `).
 pub fn parse_devices(input: &str) -> Result<Vec<usize>, BackendError> {
-    let err = |m: String| BackendError::Devices { input: input.to_string(), message: m };
+    let err = |m: String| BackendError::Devices {
+        input: input.to_string(),
+        message: m,
+    };
     let mut out: Vec<usize> = Vec::new();
     for part in input.split(',') {
         let p = part.trim();
         if p.is_empty() {
             return Err(err("empty entry".into()));
         }
-        let d: usize = p.parse().map_err(|_| err(format!("`{p}` is not a device index")))?;
+        let d: usize = p
+            .parse()
+            .map_err(|_| err(format!("`{p}` is not a device index")))?;
         if out.contains(&d) {
             return Err(err(format!("device {d} listed twice")));
         }
@@ -443,14 +491,30 @@ mod tests {
     #[test]
     fn embedded_file_parses() {
         let p = BackendPrefs::embedded().unwrap();
-        assert_eq!(p.jobs["train"][0], BackendChoice { backend: BackendKind::Cuda, precision: Precision::F16 });
+        assert_eq!(
+            p.jobs["train"][0],
+            BackendChoice {
+                backend: BackendKind::Cuda,
+                precision: Precision::F16
+            }
+        );
         assert_eq!(p.jobs["infer"][0].backend, BackendKind::Wgpu);
-        assert_eq!(p.jobs["tests"], vec![BackendChoice { backend: BackendKind::Ndarray, precision: Precision::F32 }]);
+        assert_eq!(
+            p.jobs["tests"],
+            vec![BackendChoice {
+                backend: BackendKind::Ndarray,
+                precision: Precision::F32
+            }]
+        );
     }
 
     #[test]
     fn picks_first_compiled() {
-        let p = BackendPrefs::parse("[jobs]\nx = [\"cuda:fp16\", \"wgpu\", \"ndarray:f32\"]\n", "t").unwrap();
+        let p = BackendPrefs::parse(
+            "[jobs]\nx = [\"cuda:fp16\", \"wgpu\", \"ndarray:f32\"]\n",
+            "t",
+        )
+        .unwrap();
         let got = p.select("x", None, None);
         match compiled_backends().first() {
             None => assert!(matches!(got, Err(BackendError::NoneCompiled { .. }))),
@@ -470,34 +534,60 @@ mod tests {
     fn forced_not_compiled_names_feature() {
         for b in BackendKind::ALL {
             if !b.is_compiled() {
-                let e = BackendPrefs::embedded().unwrap().select("train", Some(b), None).unwrap_err();
-                assert!(e.to_string().contains(&format!("--features {}", b.cargo_feature())), "{e}");
+                let e = BackendPrefs::embedded()
+                    .unwrap()
+                    .select("train", Some(b), None)
+                    .unwrap_err();
+                assert!(
+                    e.to_string()
+                        .contains(&format!("--features {}", b.cargo_feature())),
+                    "{e}"
+                );
             }
         }
     }
 
     #[test]
     fn ndarray_is_f32_only() {
-        let e = BackendKind::Ndarray.check_precision(Precision::Bf16).unwrap_err();
+        let e = BackendKind::Ndarray
+            .check_precision(Precision::Bf16)
+            .unwrap_err();
         assert!(e.to_string().contains("f32 only"));
         assert!(BackendKind::Ndarray.check_precision(Precision::F32).is_ok());
         assert!(BackendKind::Cuda.check_precision(Precision::Bf16).is_ok());
         if BackendKind::Ndarray.is_compiled() {
             let p = BackendPrefs::embedded().unwrap();
             assert!(p.select("tests", None, Some(Precision::F16)).is_err());
-            assert_eq!(p.select("tests", Some(BackendKind::Ndarray), None).unwrap().precision, Precision::F32);
+            assert_eq!(
+                p.select("tests", Some(BackendKind::Ndarray), None)
+                    .unwrap()
+                    .precision,
+                Precision::F32
+            );
         }
     }
 
     #[test]
     fn parse_errors_have_lines() {
-        let e = BackendPrefs::parse("[jobs]\n\nx = [\"tpu\"]\n", "f.toml").unwrap_err().to_string();
+        let e = BackendPrefs::parse("[jobs]\n\nx = [\"tpu\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f.toml:3:") && e.contains("tpu"), "{e}");
-        let e = BackendPrefs::parse("[other]\n", "f.toml").unwrap_err().to_string();
+        let e = BackendPrefs::parse("[other]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[other]"));
-        let multi = BackendPrefs::parse("[jobs] # c\nx = [\n \"wgpu:fp16\", # a\n \"ndarray\"\n]\n", "m").unwrap();
+        let multi = BackendPrefs::parse(
+            "[jobs] # c\nx = [\n \"wgpu:fp16\", # a\n \"ndarray\"\n]\n",
+            "m",
+        )
+        .unwrap();
         assert_eq!(multi.jobs["x"].len(), 2);
-        let e = BackendPrefs::embedded().unwrap().select("nope", None, None).unwrap_err().to_string();
+        let e = BackendPrefs::embedded()
+            .unwrap()
+            .select("nope", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope") && e.contains("train"));
     }
 

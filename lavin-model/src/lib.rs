@@ -1,0 +1,29 @@
+//! LaVIN on Burn: a frozen LLaMA and a frozen CLIP ViT joined by tiny trainable adapters.
+//!
+//! ```text
+//! files ──weights──▶ Lavin<B> ──forward_train──▶ loss (lavin-train)
+//!                        └────forward_step + KvCache──▶ tokens (lavin-infer)
+//! ```
+//! - [`config`]: shapes and presets; [`LavinConfig::init`] builds a model with fresh weights.
+//! - [`llama`], [`clip`], [`adapter`]: the towers and the Mixture-of-Modality adapters.
+//! - [`lavin`]: sequence assembly (modality token, "Image: " prefix, image features), mask, loss.
+//! - [`weights`]: Meta/HF LLaMA, OpenAI/HF CLIP, LaVIN adapter checkpoints.
+
+pub mod adapter;
+pub mod backends;
+pub mod cache;
+pub mod clip;
+pub mod config;
+pub mod error;
+pub mod lavin;
+pub mod llama;
+pub mod loss;
+pub mod parity;
+pub mod weights;
+
+pub use config::{
+    AdapterConfig, ClipConfig, ClipRouterMode, LavinConfig, LlamaAdapterType, LlamaConfig,
+    VisualAdapterType,
+};
+pub use error::WeightsError;
+pub use lavin::{Lavin, LavinBatch, LavinOutput, LavinTrace};

@@ -1,0 +1,90 @@
+//! LLaMA multi-head attention with Meta's interleaved rotary embedding and an optional KV cache.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, RotaryEncoding};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{backend::Backend, Bool, Tensor};
+
+use crate::cache::{CacheUse, LayerCache};
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub wq: Linear<B>,
+    pub wk: Linear<B>,
+    pub wv: Linear<B>,
+    pub wo: Linear<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn new(dim: usize, n_heads: usize, n_kv_heads: usize, device: &B::Device) -> Self {
+        let head_dim = dim / n_heads;
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Self {
+            wq: lin(dim, n_heads * head_dim),
+            wk: lin(dim, n_kv_heads * head_dim),
+            wv: lin(dim, n_kv_heads * head_dim),
+            wo: lin(n_heads * head_dim, dim),
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        }
+    }
+
+    /// `x [B, L, C]` at rotary positions `pos..pos+L` -> `[B, L, C]`.
+    ///
+    /// `mask [L, Lk]` (true = hidden) applies to the keys this call attends to; see
+    /// [`CacheUse`] for what a cache changes.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEncoding<B>,
+        pos: usize,
+        mask: Option<Tensor<B, 2, Bool>>,
+        cache: Option<(&mut LayerCache<B>, CacheUse)>,
+    ) -> Tensor<B, 3> {
+        let [b, l, _] = x.dims();
+        let heads = |t: Tensor<B, 3>, h: usize| t.reshape([b, l, h, self.head_dim]).swap_dims(1, 2);
+        let q = rope.apply(heads(self.wq.forward(x.clone()), self.n_heads), pos); // [B, H, L, hd]
+        let k = rope.apply(heads(self.wk.forward(x.clone()), self.n_kv_heads), pos);
+        let v = heads(self.wv.forward(x), self.n_kv_heads);
+
+        let (k, v) = match cache {
+            Some((cache, CacheUse::Prefill { skip })) => {
+                cache.append(
+                    k.clone().narrow(2, skip, l - skip),
+                    v.clone().narrow(2, skip, l - skip),
+                );
+                (k, v)
+            }
+            Some((cache, CacheUse::Decode)) => {
+                cache.append(k, v);
+                cache.keys_values()
+            }
+            None => (k, v),
+        };
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let lk = k.dims()[2];
+        let mask = mask.map(|m| m.reshape([1, 1, l, lk]).expand([b, self.n_heads, l, lk]));
+        let out = attention(q, k, v, mask, None, AttentionModuleOptions::default()); // [B, H, L, hd]
+        self.wo.forward(
+            out.swap_dims(1, 2)
+                .reshape([b, l, self.n_heads * self.head_dim]),
+        )
+    }
+
+    /// Grouped-query attention: each kv head serves `n_heads / n_kv_heads` query heads.
+    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
+        let rep = self.n_heads / self.n_kv_heads;
+        if rep == 1 {
+            return t;
+        }
+        let [b, h, l, d] = t.dims();
+        t.unsqueeze_dim::<5>(2)
+            .expand([b, h, rep, l, d])
+            .reshape([b, h * rep, l, d])
+    }
+}

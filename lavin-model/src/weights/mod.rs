@@ -1,0 +1,104 @@
+//! Loading the original weight formats into [`crate::Lavin`] and saving adapters.
+//!
+//! Each format is a [`TensorSource`] that answers with the original key names; one generic
+//! mapper ([`apply::apply_source`]) walks the model and pulls each parameter by name, so no
+//! loader is duplicated per model size and no checkpoint is held in memory twice.
+
+pub mod adapters;
+pub mod apply;
+pub mod clip;
+pub mod llama;
+pub mod names;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+pub use adapters::{load_adapters, save_adapters};
+pub use names::{is_trainable, original_name};
+pub use source::{HostTensor, TensorSource};
+
+use crate::error::WeightsError;
+use crate::{Lavin, LavinConfig};
+
+/// Where the LLaMA weights come from.
+#[derive(Debug, Clone)]
+pub enum LlamaWeights {
+    /// Meta folder: `params.json` + `consolidated.NN.pth`.
+    Meta(PathBuf),
+    /// Hugging Face folder: `config.json` + `model.safetensors` (or an index).
+    HuggingFace(PathBuf),
+    /// The original `--use_vicuna`: Meta folder plus an HF-named Vicuna delta folder.
+    MetaPlusVicunaDelta { meta: PathBuf, delta: PathBuf },
+}
+
+/// Everything to build a LaVIN from files.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub llama: LlamaWeights,
+    pub clip: PathBuf,
+    pub adapters: Option<PathBuf>,
+}
+
+/// Opens the LLaMA source of `weights` (Meta key names).
+pub fn open_llama(
+    weights: &LlamaWeights,
+    config: &LavinConfig,
+) -> Result<Box<dyn TensorSource>, WeightsError> {
+    Ok(match weights {
+        LlamaWeights::Meta(dir) => Box::new(llama::MetaShards::open(dir)?),
+        LlamaWeights::HuggingFace(dir) => Box::new(llama::HfLlama::open(dir, &config.llama)?),
+        LlamaWeights::MetaPlusVicunaDelta { meta, delta } => Box::new(llama::VicunaDelta::open(
+            llama::MetaShards::open(meta)?,
+            delta,
+        )?),
+    })
+}
+
+/// Builds a LaVIN with `config` and loads every frozen weight (and the adapters, if given).
+/// Parameters are loaded tensor by tensor straight into the model.
+pub fn load_lavin<B: Backend>(
+    config: &LavinConfig,
+    spec: &LoadSpec,
+    device: &B::Device,
+) -> Result<Lavin<B>, WeightsError> {
+    let model = config.init::<B>(device);
+    let model = load_llama(model, &spec.llama, device)?;
+    let model = load_clip(model, &spec.clip, device)?;
+    let model = match &spec.adapters {
+        Some(p) => load_adapters(model, p, device)?,
+        None => model,
+    };
+    Ok(model.freeze_base())
+}
+
+/// Loads the frozen LLaMA weights; every one must be present.
+pub fn load_llama<B: Backend>(
+    model: Lavin<B>,
+    weights: &LlamaWeights,
+    device: &B::Device,
+) -> Result<Lavin<B>, WeightsError> {
+    let source = open_llama(weights, model.config())?;
+    let key_of = |name: &str| {
+        (!is_trainable(name) && !name.starts_with("backbone.")).then(|| name.to_string())
+    };
+    Ok(apply::apply_source(model, source.as_ref(), &key_of, device)?.0)
+}
+
+/// Loads the frozen CLIP vision weights (OpenAI or HF layout).
+pub fn load_clip<B: Backend>(
+    model: Lavin<B>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Lavin<B>, WeightsError> {
+    let source = clip::open_clip(path)?;
+    let key_of = |name: &str| {
+        if is_trainable(name) {
+            None
+        } else {
+            clip::openai_key(name)
+        }
+    };
+    Ok(apply::apply_source(model, source.as_ref(), &key_of, device)?.0)
+}

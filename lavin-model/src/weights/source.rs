@@ -1,0 +1,374 @@
+//! Tensor sources: one tensor at a time from a file, as f32 on the host.
+//!
+//! Loading pulls each parameter by name when the model needs it, so a 7B checkpoint never
+//! sits in memory twice: `.pth` archives are read lazily per tensor, safetensors are mmapped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, TensorData};
+use burn_store::pytorch::PytorchReader;
+use safetensors::Dtype;
+
+use crate::error::WeightsError;
+
+/// A tensor on the host in f32, with its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// `[r, c] -> [c, r]`
+    pub fn transpose(&self) -> Self {
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut data = vec![0.0; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                data[j * r + i] = self.data[i * c + j];
+            }
+        }
+        Self {
+            shape: vec![c, r],
+            data,
+        }
+    }
+
+    /// Concatenates along `dim` (all other dims equal).
+    pub fn cat(parts: &[HostTensor], dim: usize) -> Self {
+        let mut shape = parts[0].shape.clone();
+        shape[dim] = parts.iter().map(|p| p.shape[dim]).sum();
+        let outer: usize = shape[..dim].iter().product();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for o in 0..outer {
+            for p in parts {
+                let inner: usize = p.shape[dim..].iter().product();
+                data.extend_from_slice(&p.data[o * inner..(o + 1) * inner]);
+            }
+        }
+        Self { shape, data }
+    }
+
+    pub fn into_data(self) -> TensorData {
+        TensorData::new(self.data, self.shape)
+    }
+}
+
+/// Named tensors, fetched one at a time.
+pub trait TensorSource {
+    /// The file(s) behind this source, for error messages.
+    fn path(&self) -> &Path;
+    fn keys(&self) -> Vec<String>;
+    /// `Ok(None)` when the key is absent.
+    fn get(&self, key: &str) -> Result<Option<HostTensor>, WeightsError>;
+
+    fn require(&self, key: &str) -> Result<HostTensor, WeightsError> {
+        self.get(key)?.ok_or_else(|| WeightsError::MissingKey {
+            path: self.path().to_path_buf(),
+            key: key.to_string(),
+        })
+    }
+}
+
+fn check_exists(path: &Path) -> Result<(), WeightsError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|source| WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A PyTorch `.pth` zip archive, optionally under a top-level key (`{'model': {...}}`).
+pub struct PthSource {
+    path: PathBuf,
+    reader: PytorchReader,
+    /// Prefix stripped from every key (`module.` from multi-GPU training).
+    strip: Option<String>,
+}
+
+impl PthSource {
+    pub fn open(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightsError> {
+        check_exists(path)?;
+        let reader = match top_level_key {
+            Some(k) => PytorchReader::with_top_level_key(path, k),
+            None => PytorchReader::new(path),
+        }
+        .map_err(|e| WeightsError::format(path, "PyTorch checkpoint", e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader,
+            strip: None,
+        })
+    }
+
+    /// Strips `prefix` from keys that carry it (keys without it stay usable).
+    pub fn strip_prefix(mut self, prefix: &str) -> Self {
+        self.strip = Some(prefix.to_string());
+        self
+    }
+
+    fn file_key(&self, key: &str) -> Option<String> {
+        if self.reader.get(key).is_some() {
+            return Some(key.to_string());
+        }
+        let p = self.strip.as_ref()?;
+        let k = format!("{p}{key}");
+        self.reader.get(&k).map(|_| k)
+    }
+}
+
+impl TensorSource for PthSource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let strip = self.strip.as_deref().unwrap_or("\u{0}");
+        self.reader
+            .keys()
+            .into_iter()
+            .map(|k| k.strip_prefix(strip).map(str::to_string).unwrap_or(k))
+            .collect()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
+        let Some(k) = self.file_key(key) else {
+            return Ok(None);
+        };
+        let snapshot = self.reader.get(&k).expect("key checked above");
+        let data = snapshot.to_data().map_err(|e| {
+            WeightsError::format(
+                &self.path,
+                "PyTorch checkpoint",
+                format!("tensor `{k}`: {e:?}"),
+            )
+        })?;
+        host_from_data(data, &self.path, &k).map(Some)
+    }
+}
+
+fn host_from_data(data: TensorData, path: &Path, key: &str) -> Result<HostTensor, WeightsError> {
+    let shape = data.shape.to_vec();
+    let data = match data.dtype {
+        DType::F32 => data,
+        DType::F16 | DType::BF16 | DType::F64 => data.convert_dtype(DType::F32),
+        other => {
+            return Err(WeightsError::Dtype {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    };
+    let data = data
+        .into_vec::<f32>()
+        .map_err(|e| WeightsError::format(path, "tensor", format!("`{key}`: {e:?}")))?;
+    Ok(HostTensor { shape, data })
+}
+
+/// One safetensors file, memory-mapped.
+pub struct SafetensorsSource {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// key -> (dtype, shape, byte range in `map`)
+    index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl SafetensorsSource {
+    pub fn open(path: &Path) -> Result<Self, WeightsError> {
+        let file = std::fs::File::open(path).map_err(|source| WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: the file is opened read-only and not expected to change while loading.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&map)
+            .map_err(|e| WeightsError::format(path, "safetensors", e))?;
+        let base = map.as_ptr() as usize;
+        let index = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let start = view.data().as_ptr() as usize - base;
+                (
+                    name,
+                    (
+                        view.dtype(),
+                        view.shape().to_vec(),
+                        start..start + view.data().len(),
+                    ),
+                )
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            index,
+        })
+    }
+}
+
+impl SafetensorsSource {
+    /// An integer tensor (I64/I32/U32/U8) as i64 values with its shape.
+    pub fn require_i64(&self, key: &str) -> Result<(Vec<usize>, Vec<i64>), WeightsError> {
+        let (dtype, shape, range) =
+            self.index
+                .get(key)
+                .ok_or_else(|| WeightsError::MissingKey {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                })?;
+        let b = &self.map[range.clone()];
+        let v: Vec<i64> = match dtype {
+            Dtype::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            Dtype::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            Dtype::U32 => b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            Dtype::U8 => b.iter().map(|&c| c as i64).collect(),
+            other => {
+                return Err(WeightsError::Dtype {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        Ok((shape.clone(), v))
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
+        let Some((dtype, shape, range)) = self.index.get(key) else {
+            return Ok(None);
+        };
+        let bytes = &self.map[range.clone()];
+        let data: Vec<f32> = match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(WeightsError::Dtype {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        Ok(Some(HostTensor {
+            shape: shape.clone(),
+            data,
+        }))
+    }
+}
+
+/// Several safetensors shards behind one `model.safetensors.index.json`, or a single file.
+pub struct ShardedSafetensors {
+    path: PathBuf,
+    shards: Vec<SafetensorsSource>,
+}
+
+impl ShardedSafetensors {
+    /// `dir/model.safetensors.index.json` if present, else `dir/model.safetensors`.
+    pub fn open_dir(dir: &Path) -> Result<Self, WeightsError> {
+        let index = dir.join("model.safetensors.index.json");
+        if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|source| WeightsError::Io {
+                path: index.clone(),
+                source,
+            })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| WeightsError::format(&index, "JSON", e))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| {
+                    WeightsError::format(&index, "safetensors index", "no `weight_map` object")
+                })?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            files.sort();
+            files.dedup();
+            let shards = files
+                .iter()
+                .map(|f| SafetensorsSource::open(&dir.join(f)))
+                .collect::<Result<_, _>>()?;
+            Ok(Self {
+                path: index,
+                shards,
+            })
+        } else {
+            let file = dir.join("model.safetensors");
+            Ok(Self {
+                shards: vec![SafetensorsSource::open(&file)?],
+                path: file,
+            })
+        }
+    }
+}
+
+impl TensorSource for ShardedSafetensors {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.shards.iter().flat_map(|s| s.keys()).collect()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
+        for s in &self.shards {
+            if let Some(t) = s.get(key)? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Opens `.safetensors` or `.pth`/`.pt` by extension.
+pub fn open_file(
+    path: &Path,
+    pth_top_level_key: Option<&str>,
+) -> Result<Box<dyn TensorSource>, WeightsError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => Ok(Box::new(SafetensorsSource::open(path)?)),
+        _ => Ok(Box::new(PthSource::open(path, pth_top_level_key)?)),
+    }
+}
