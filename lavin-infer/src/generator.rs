@@ -104,7 +104,7 @@ pub struct GenOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
     /// The prompt does not fit the model's context.
-    #[error("prompt of request {item} is {tokens} tokens long; the model's context allows at most {max}")]
+    #[error("prompt of request {item} is too long: {tokens} tokens, the model's context allows at most {max}")]
     PromptTooLong {
         /// Index of the request in the batch.
         item: usize,
