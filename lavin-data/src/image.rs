@@ -9,9 +9,10 @@
 //! gray is replicated, palettes are expanded (by the decoder). Bit depths as PIL reads PNGs:
 //! 16-bit gray is PIL mode `I;16`, whose RGB conversion *clips* to 255
 //! (`v > 255 -> 255`); 16-bit gray+alpha and 16-bit RGB(A) are read by PIL with their high
-//! byte (`v >> 8`). Known gaps: CMYK JPEGs are converted by the `image` crate's decoder (not
-//! PIL's formula), GIF transparency shows as black where PIL shows the palette colour, and
-//! Pillow 13 may run the vertical pass first for some portrait inputs (classic order here).
+//! byte (`v >> 8`). GIF: first frame, transparent pixels keep their palette colour as in PIL.
+//! Known gaps: CMYK JPEGs are converted by the `image` crate's decoder (not PIL's formula);
+//! GIF areas outside a first frame smaller than the canvas are black here; Pillow 13 may run
+//! the vertical pass first for some portrait inputs (classic horizontal-first order here).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
