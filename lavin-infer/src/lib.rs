@@ -13,8 +13,38 @@ pub mod chat;
 pub mod cli;
 pub mod eval_mme;
 pub mod eval_sqa;
+pub mod generate;
 pub mod generator;
 pub mod images;
+pub mod parity;
 pub mod sampling;
 pub mod serve;
 pub mod wiring;
+
+/// An error and its causes on one line, each cause shown only when the message above it does
+/// not already include it (most errors here print their source inline).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = cause.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_skips_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("cannot read x: gone");
+        assert_eq!(super::error_chain(e.as_ref()), "cannot read x: gone");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(e.as_ref()), "outer: inner");
+    }
+}

@@ -14,6 +14,7 @@ pub mod backends;
 pub mod cache;
 pub mod clip;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod lavin;
 pub mod llama;
@@ -25,5 +26,6 @@ pub use config::{
     AdapterConfig, ClipConfig, ClipRouterMode, LavinConfig, LlamaAdapterType, LlamaConfig,
     VisualAdapterType,
 };
+pub use decode::{DecodeState, Positions};
 pub use error::WeightsError;
 pub use lavin::{Lavin, LavinBatch, LavinOutput, LavinTrace};

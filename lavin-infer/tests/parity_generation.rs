@@ -1,0 +1,14 @@
+//! Greedy KV-cache generation and the full parity report on the bundled case `tiny-a`.
+
+use burn::backend::NdArray;
+use lavin_infer::parity::{print_report, run};
+
+#[test]
+fn parity_command_passes_on_tiny_a() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
+    let sections = run::<NdArray>(dir.as_ref(), &Default::default()).expect("parity run");
+    assert!(
+        print_report(&sections),
+        "parity failures (see the table above)"
+    );
+}
