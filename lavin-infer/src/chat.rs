@@ -264,7 +264,7 @@ pub fn run_chat(
                     writeln!(out, "[new conversation with image {}]", img.name)?;
                     conv.set_image(img);
                 }
-                Err(e) => writeln!(out, "error: {e:#}")?,
+                Err(e) => writeln!(out, "error: {}", crate::error_chain(e.as_ref()))?,
             },
             Input::Question(q) => {
                 let mut streamed = String::new();

@@ -373,7 +373,7 @@ pub fn run_mme(
             for item in chunk {
                 let image = load_image(&item.image).map_err(|e| MmeError::Image {
                     path: item.image.clone(),
-                    message: format!("{e:#}"),
+                    message: crate::error_chain(e.as_ref()),
                 })?;
                 for q in [&item.positive, &item.negative] {
                     requests.push(GenRequest {

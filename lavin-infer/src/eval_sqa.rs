@@ -209,7 +209,7 @@ pub fn run_eval(
                 Some(path) => Some(load_image(path).map_err(|e| SqaError::Image {
                     qid: item.qid.clone(),
                     path: path.clone(),
-                    message: format!("{e:#}"),
+                    message: crate::error_chain(e.as_ref()),
                 })?),
                 None => None,
             };

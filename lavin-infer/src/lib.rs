@@ -16,6 +16,7 @@ pub mod eval_sqa;
 pub mod generate;
 pub mod generator;
 pub mod images;
+pub mod load;
 pub mod parity;
 pub mod sampling;
 pub mod serve;

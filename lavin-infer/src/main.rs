@@ -5,7 +5,7 @@ use clap::Parser;
 fn main() {
     let cli = lavin_infer::cli::Cli::parse();
     if let Err(e) = lavin_infer::cli::run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", lavin_infer::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }

@@ -1,8 +1,6 @@
 //! Where the command line meets the model: the flags that describe a model, and the one function
 //! that turns them into a [`Generator`].
 //!
-//! TODO(lead): implement [`load_generator`] with `lavin_model` (weights, adapter, KV-cache
-//! generation). Everything else in the CLI already goes through it.
 
 use std::path::PathBuf;
 
@@ -92,6 +90,5 @@ pub fn load_generator(
     args: &ModelArgs,
     router_temperature: f32,
 ) -> anyhow::Result<Box<dyn Generator>> {
-    let _ = (args, router_temperature);
-    Err(WiringError::NotWired { command }.into())
+    crate::load::load(args, router_temperature).map_err(|e| e.context(format!("{command}: loading the model")))
 }

@@ -1,0 +1,138 @@
+//! Building a [`LavinGenerator`] from command-line flags on the backend `backends.toml` picks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
+use lavin_data::Tokenizer;
+use lavin_model::backends::{BackendKind, BackendPrefs};
+use lavin_model::weights::llama::{read_hf_config, read_meta_params};
+use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
+use lavin_model::{AdapterConfig, LavinConfig, LlamaAdapterType, Positions, VisualAdapterType};
+
+use crate::generate::LavinGenerator;
+use crate::generator::Generator;
+use crate::wiring::{self, ModelArgs};
+
+/// The bundled tiny base (pretrained on the mini dataset's train split), used when no
+/// `--llama-model-path` is given.
+pub fn bundled_base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-base")
+}
+
+/// Where the LLaMA weights are: `<path>/<llm_model>` if that folder exists (the original's
+/// layout), else `<path>`; Meta layout if it has `params.json`, HF if `config.json`.
+fn llama_location(args: &ModelArgs) -> anyhow::Result<(PathBuf, bool)> {
+    let root = match &args.llama_model_path {
+        Some(p) => p.clone(),
+        None => bundled_base().join("llama"),
+    };
+    let nested = root.join(&args.llm_model);
+    let dir = if nested.is_dir() { nested } else { root };
+    if dir.join("params.json").exists() {
+        Ok((dir, true))
+    } else if dir.join("config.json").exists() {
+        Ok((dir, false))
+    } else {
+        bail!("{}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA) in this folder", dir.display())
+    }
+}
+
+fn tokenizer_path(args: &ModelArgs) -> PathBuf {
+    if let Some(p) = &args.tokenizer_path {
+        return p.clone();
+    }
+    match &args.llama_model_path {
+        Some(p) => p.join("tokenizer.model"),
+        None => bundled_base().join("tokenizer.model"),
+    }
+}
+
+/// Resolves the model configuration: checkpoint shapes + adapter flags + tokenizer prefixes.
+pub fn resolve_config(args: &ModelArgs, router_temperature: f32, tokenizer: &Tokenizer) -> anyhow::Result<(LavinConfig, LlamaWeights)> {
+    let (dir, meta) = llama_location(args)?;
+    let llama = if meta { read_meta_params(&dir, tokenizer.n_words())? } else { read_hf_config(&dir)? };
+    let weights = if meta { LlamaWeights::Meta(dir) } else { LlamaWeights::HuggingFace(dir) };
+    let mut config = match &args.preset {
+        Some(name) => LavinConfig::preset(name).with_context(|| format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)"))?,
+        None if args.llama_model_path.is_none() => bundled_clip_config()?,
+        None => LavinConfig::llama_7b(),
+    };
+    config.llama = llama;
+    config.max_seq_len = args.max_seq_len;
+    config.adapter = AdapterConfig {
+        llama: match args.adapter_type.as_str() {
+            "attn" => LlamaAdapterType::Attn,
+            "block" => LlamaAdapterType::Block,
+            other => bail!("--adapter-type: `{other}` is not one of attn, block"),
+        },
+        visual: match args.visual_adapter_type.as_str() {
+            "normal" => VisualAdapterType::Normal,
+            "router" => VisualAdapterType::Router,
+            "router_block" => VisualAdapterType::RouterBlock,
+            other => bail!("--visual-adapter-type: `{other}` is not one of normal, router, router_block"),
+        },
+        dim: args.adapter_dim,
+        scale: args.adapter_scale as f64,
+        temperature: router_temperature as f64,
+        hidden_proj: args.hidden_proj,
+        dropout: 0.0,
+        ..AdapterConfig::paper()
+    };
+    if args.n_prompt != config.n_feats() {
+        bail!("--n-prompt {}: the vision tower ({} blocks) gives {} features (one per 4 blocks)", args.n_prompt, config.clip.layers, config.n_feats());
+    }
+    config.prefix_img = tokenizer.encode("Image: ", false, false)?;
+    config.prefix_nonimg = tokenizer.encode("Image: N/A", false, false)?;
+    Ok((config, weights))
+}
+
+/// The bundled base's CLIP shape, from `assets/tiny-base/clip.json`.
+fn bundled_clip_config() -> anyhow::Result<LavinConfig> {
+    let path = bundled_base().join("clip.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read the bundled base's CLIP config", path.display()))?;
+    let mut config = LavinConfig::tiny();
+    config.clip = serde_json::from_str(&text).with_context(|| format!("{}: not a CLIP config", path.display()))?;
+    Ok(config)
+}
+
+fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
+    match (&args.clip_path, &args.llama_model_path) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, None) => Ok(bundled_base().join("clip.safetensors")),
+        (None, Some(_)) => bail!("--clip-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see the README)"),
+    }
+}
+
+fn build<B: Backend>(args: &ModelArgs, router_temperature: f32, device: B::Device) -> anyhow::Result<Box<dyn Generator>>
+where
+    B::Device: Send,
+{
+    let tok_path = tokenizer_path(args);
+    let tokenizer = Arc::new(Tokenizer::from_file(&tok_path).with_context(|| format!("loading the tokenizer {}", tok_path.display()))?);
+    let (config, llama) = resolve_config(args, router_temperature, &tokenizer)?;
+    let spec = LoadSpec { llama, clip: clip_path(args)?, adapters: args.adapter.clone() };
+    let model = load_lavin::<B>(&config, &spec, &device)?;
+    let positions = match args.positions {
+        wiring::Positions::Faithful => Positions::Faithful,
+        wiring::Positions::Consistent => Positions::Consistent,
+    };
+    Ok(Box::new(LavinGenerator::new(model, tokenizer, device, positions)))
+}
+
+/// Loads the generator on the backend chosen by `backends.toml` (job `infer`) or `--backend`.
+pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
+    let forced = args.backend.as_deref().map(str::parse::<BackendKind>).transpose()?;
+    let choice = BackendPrefs::embedded()?.select("infer", forced, None)?;
+    match choice.backend {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => build::<burn::backend::NdArray>(args, router_temperature, Default::default()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => build::<burn::backend::Wgpu>(args, router_temperature, Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => build::<burn::backend::Cuda>(args, router_temperature, Default::default()),
+        #[allow(unreachable_patterns)]
+        other => bail!("backend {other} is not compiled into this binary"),
+    }
+}
