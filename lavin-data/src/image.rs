@@ -11,8 +11,7 @@
 //! (`v > 255 -> 255`); 16-bit gray+alpha and 16-bit RGB(A) are read by PIL with their high
 //! byte (`v >> 8`). GIF: first frame, transparent pixels keep their palette colour as in PIL.
 //! Known gaps: CMYK JPEGs are converted by the `image` crate's decoder (not PIL's formula);
-//! GIF areas outside a first frame smaller than the canvas are black here; Pillow 13 may run
-//! the vertical pass first for some portrait inputs (classic horizontal-first order here).
+//! GIF areas outside a first frame smaller than the canvas are black here.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -237,8 +236,18 @@ fn clip8(acc: i64) -> u8 {
 }
 
 /// PIL `resize((w, h), BICUBIC)` for 8-bit RGB: horizontal pass, then vertical; an axis
-/// already at its size is not resampled.
+/// already at its size is not resampled. Like Pillow 13's `Image.resize`, an image more
+/// than 100 times taller than wide that shrinks vertically is resampled vertically first.
 pub fn resize_to(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
+    if img.height > img.width * 100 && out_h < img.height {
+        let tall = resize_passes(img, img.width, out_h);
+        return resize_passes(&tall, out_w, out_h);
+    }
+    resize_passes(img, out_w, out_h)
+}
+
+/// Pillow's `ImagingResampleInner`: horizontal pass (if needed), then vertical.
+fn resize_passes(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
     let mut cur = img.clone();
     if cur.width != out_w && cur.width > 0 {
         let c = coeffs(cur.width, out_w);
@@ -308,6 +317,20 @@ mod tests {
                 assert!((s - (1 << 22)).abs() <= w.len() as i32, "{a}->{b}: {s}");
             }
         }
+    }
+
+    #[test]
+    fn very_tall_images_shrink_vertically_first() {
+        let (w, h) = (3, 400);
+        let data = (0..w * h * 3).map(|i| ((i * 37) % 251) as u8).collect();
+        let img = Rgb8 {
+            width: w,
+            height: h,
+            data,
+        };
+        let want = resize_passes(&resize_passes(&img, w, 224), 224, 224);
+        assert_eq!(resize_to(&img, 224, 224), want);
+        assert_ne!(resize_passes(&img, 224, 224), want);
     }
 
     #[test]
