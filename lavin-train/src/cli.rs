@@ -35,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Time training steps on random weights at a preset's shapes.
     Bench(BenchArgs),
+    /// Pretrain the tiny frozen base (CLIP + LLaMA) on the mini dataset's train split and
+    /// write assets/tiny-base (see `crate::pretrain`).
+    PretrainBase(crate::pretrain::PretrainArgs),
 }
 
 /// `lavin-train bench` flags.

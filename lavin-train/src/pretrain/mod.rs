@@ -1,0 +1,269 @@
+//! `lavin-train pretrain-base`: the tiny pretrained *frozen* towers the CPU default run adapts.
+//!
+//! A frozen random LLaMA/CLIP gives LaVIN's adapters nothing to adapt, so the repo ships tiny
+//! pretrained base weights (`assets/tiny-base/`), made by this module from the bundled mini
+//! dataset's **train split only**:
+//!
+//! 1. [`vision`]: a tiny CLIP ViT (OpenAI layout) trained with throw-away supervised heads so
+//!    that its class-token features after every 4th block encode colour, shape, count and
+//!    position (attributes parsed from `captions.json` of train problems).
+//! 2. [`language`]: a tiny LLaMA trained (all base parameters) as a language model on the
+//!    train prompts + answers in the training layout LaVIN assembles
+//!    (`[modality, BOS, "Image: ", feats | "Image: N/A", prompt, answer, EOS]`). Image slots
+//!    are filled by the frozen tower of step 1 through a throw-away projection, so the LLaMA
+//!    learns to read *something* in the slot; the projection is discarded, and the default
+//!    run's adapters (fresh `adapter_proj`, routers) must learn the alignment again.
+//! 3. [`export`]: LLaMA as Hugging Face (`config.json` + `model.safetensors`, q/k rows
+//!    permuted), CLIP as OpenAI-named safetensors, plus the tokenizer; both load through
+//!    `lavin_model::weights::load_lavin`.
+//!
+//! [`probe`] is a minimal adapter-only run (the LaVIN recipe with this crate's AdamW and
+//! schedule) used to measure the default run's acceptance numbers and pick its settings.
+
+pub mod data;
+pub mod export;
+pub mod language;
+pub mod probe;
+pub mod util;
+pub mod vision;
+
+use std::path::{Path, PathBuf};
+
+use lavin_model::{AdapterConfig, ClipConfig, LavinConfig, LlamaConfig};
+
+pub use data::PretrainData;
+pub use export::{export_base, load_tiny_base, tiny_base_spec};
+pub use probe::{probe_default, ProbeOptions, ProbeReport};
+
+/// Files of `assets/tiny-base/`.
+pub const LLAMA_DIR: &str = "llama";
+/// OpenAI-named CLIP vision weights.
+pub const CLIP_FILE: &str = "clip-vision.safetensors";
+/// The SentencePiece tokenizer (vocab 512) the LLaMA was trained with.
+pub const TOKENIZER_FILE: &str = "tokenizer.model";
+
+/// Errors of pretraining / probing; each names the file, qid or key involved.
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainError {
+    #[error(transparent)]
+    Data(#[from] lavin_data::DataError),
+    #[error(transparent)]
+    Tokenizer(#[from] lavin_data::TokenizerError),
+    #[error(transparent)]
+    Image(#[from] lavin_data::ImageError),
+    #[error(transparent)]
+    Weights(#[from] lavin_model::WeightsError),
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
+    #[error("{path}: caption of {qid:?} not understood ({caption:?}): {why}")]
+    Caption {
+        path: PathBuf,
+        qid: String,
+        caption: String,
+        why: &'static str,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PretrainError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The shapes of the CPU default run (and of `assets/tiny-base`), sized for 2 CPU cores:
+/// the CLIP tower runs on every item of every batch (text items get a zero image) and the
+/// frozen LLaMA must be back-propagated through, so both are narrow (width 64, dim 64).
+/// 8 CLIP blocks give 2 image feature tokens; 4 LLaMA layers leave room to match options
+/// against the context. Adapter dropout is off (tiny adapters, few epochs).
+/// Prefix ids are `encode("Image: ")` / `encode("Image: N/A")` of the bundled tokenizer
+/// (checked by a test).
+pub fn tiny_default() -> LavinConfig {
+    LavinConfig {
+        llama: LlamaConfig {
+            dim: 64,
+            n_layers: 4,
+            n_heads: 4,
+            n_kv_heads: None,
+            vocab_size: 512,
+            multiple_of: 32,
+            ffn_dim_multiplier: None,
+            norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+        },
+        clip: ClipConfig {
+            input_resolution: 224,
+            patch_size: 32,
+            width: 64,
+            layers: 8,
+            heads: 2,
+        },
+        adapter: AdapterConfig {
+            hidden_proj: 32,
+            dropout: 0.0,
+            ..AdapterConfig::paper()
+        },
+        max_seq_len: 96,
+        prefix_img: PREFIX_IMG.to_vec(),
+        prefix_nonimg: PREFIX_NONIMG.to_vec(),
+    }
+}
+
+/// `encode("Image: ", bos=False, eos=False)` with the bundled tokenizer.
+pub const PREFIX_IMG: [u32; 3] = [377, 428, 418];
+/// `encode("Image: N/A", bos=False, eos=False)` with the bundled tokenizer.
+pub const PREFIX_NONIMG: [u32; 5] = [377, 428, 296, 454, 438];
+
+/// Where the bundled assets live, relative to the workspace root.
+pub fn default_assets_dir() -> PathBuf {
+    workspace_root().join("assets").join("tiny-base")
+}
+
+/// The bundled mini dataset.
+pub fn default_data_root() -> PathBuf {
+    workspace_root().join("data").join("mini-sqa")
+}
+
+/// The workspace root: the parent of this crate's manifest dir (compile-time), falling back
+/// to the current directory when the binary runs elsewhere.
+pub fn workspace_root() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if compiled.join("data").join("mini-sqa").is_dir() {
+        compiled
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+/// Settings of `pretrain-base`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PretrainArgs {
+    /// Mini ScienceQA root (train split used only).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// SentencePiece tokenizer (default: tests/data/parity/tiny-a/tokenizer.model).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Output folder (default: assets/tiny-base).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Epochs of the CLIP stage.
+    #[arg(long, default_value_t = 8)]
+    pub clip_epochs: usize,
+    /// Epochs of the LLaMA stage.
+    #[arg(long, default_value_t = 15)]
+    pub llama_epochs: usize,
+    /// Use at most this many train problems (tests; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// Seed of initialisation and data order.
+    #[arg(long, default_value_t = 20230524)]
+    pub seed: u64,
+    /// After exporting, run the adapter-only probe of the default run and print its numbers.
+    #[arg(long)]
+    pub probe: bool,
+}
+
+impl PretrainArgs {
+    pub fn data_root(&self) -> PathBuf {
+        self.data_root.clone().unwrap_or_else(default_data_root)
+    }
+    pub fn tokenizer(&self) -> PathBuf {
+        self.tokenizer.clone().unwrap_or_else(|| {
+            workspace_root()
+                .join("tests/data/parity/tiny-a")
+                .join(TOKENIZER_FILE)
+        })
+    }
+    pub fn output_dir(&self) -> PathBuf {
+        self.output_dir.clone().unwrap_or_else(default_assets_dir)
+    }
+}
+
+/// What `pretrain-base` did (printed, and saved as `pretrain.json` next to the weights).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PretrainSummary {
+    pub train_problems: usize,
+    pub train_images: usize,
+    pub clip: vision::VisionReport,
+    pub llama: language::LanguageReport,
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Runs both stages on the ndarray backend and writes the assets.
+#[cfg(feature = "ndarray")]
+pub fn run(args: &PretrainArgs) -> Result<PretrainSummary, PretrainError> {
+    type B = burn::backend::Autodiff<burn::backend::NdArray>;
+    let device = Default::default();
+    let cfg = tiny_default();
+    let (_, summary) = pretrain_base::<B>(args, &cfg, &device)?;
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    if args.probe {
+        let opts = ProbeOptions {
+            data_root: args.data_root(),
+            base_dir: args.output_dir(),
+            ..ProbeOptions::default()
+        };
+        let report = probe_default::<B>(&cfg, &opts, &device)?;
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    }
+    Ok(summary)
+}
+
+/// Both stages on any autodiff backend; writes into `args.output_dir()`.
+pub fn pretrain_base<B: burn::tensor::backend::AutodiffBackend>(
+    args: &PretrainArgs,
+    config: &LavinConfig,
+    device: &B::Device,
+) -> Result<(lavin_model::Lavin<B>, PretrainSummary), PretrainError>
+where
+    B::InnerBackend: burn::tensor::backend::Backend<Device = B::Device>,
+{
+    B::seed(device, args.seed);
+    let data = PretrainData::load(&args.data_root(), &args.tokenizer(), args.limit)?;
+    eprintln!(
+        "pretrain-base: {} train problems ({} with images)",
+        data.problems.len(),
+        data.images.len()
+    );
+    let (tower, clip_report) =
+        vision::train_vision::<B>(config, &data, args.clip_epochs, args.seed, device)?;
+    let (model, llama_report) = language::train_language::<B>(
+        config,
+        &data,
+        tower,
+        args.llama_epochs,
+        args.seed,
+        device,
+    )?;
+    let out = args.output_dir();
+    let files = export_base(&model, config, &args.tokenizer(), &out)?;
+    let bytes = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(out.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let summary = PretrainSummary {
+        train_problems: data.problems.len(),
+        train_images: data.images.len(),
+        clip: clip_report,
+        llama: llama_report,
+        files,
+        bytes,
+    };
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    let path = out.join("pretrain.json");
+    lavin_model::weights::adapters::atomic_write(&path, json.as_bytes())?;
+    Ok((model, summary))
+}
