@@ -11,4 +11,5 @@ pub mod config;
 pub mod io;
 pub mod lr_sched;
 pub mod optim;
+pub mod pretrain;
 pub mod report;
