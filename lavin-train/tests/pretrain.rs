@@ -33,6 +33,7 @@ fn few_steps_export_and_load_back() {
         llama_epochs: 1,
         limit: 40,
         seed: 1,
+        init_from: None,
         probe: false,
     };
     let cfg = pretrain::tiny_default();
@@ -78,10 +79,11 @@ fn full_pretrain_and_probe() {
         data_root: None,
         tokenizer: None,
         output_dir: None,
-        clip_epochs: env_or("PRETRAIN_CLIP_EPOCHS", 8),
-        llama_epochs: env_or("PRETRAIN_LLAMA_EPOCHS", 15),
+        clip_epochs: env_or("PRETRAIN_CLIP_EPOCHS", 25),
+        llama_epochs: env_or("PRETRAIN_LLAMA_EPOCHS", 40),
         limit: 0,
         seed: 20230524,
+        init_from: std::env::var("PRETRAIN_INIT_FROM").ok().map(Into::into),
         probe: true,
     };
     pretrain::run(&args).unwrap();

@@ -14,7 +14,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use lavin_data::build_prompt;
 use lavin_model::clip::VisionTower;
@@ -41,7 +41,9 @@ pub struct LanguageReport {
 }
 
 const BATCH: usize = 16;
-const LR: f64 = 2e-3;
+const LR: f64 = 3e-3;
+const LM_WEIGHT: f64 = 0.5;
+const LETTER_WEIGHT: f64 = 3.0;
 /// Formats the base sees (the default run uses one of them).
 pub const FORMATS: [&str; 2] = ["QCM-A", "CQM-A"];
 
@@ -50,8 +52,9 @@ pub const FORMATS: [&str; 2] = ["QCM-A", "CQM-A"];
 pub fn lm_losses<B: Backend>(
     model: &Lavin<B>,
     batch: LavinBatch<B>,
+    letters: Tensor<B, 2, Int>,
     feats: Tensor<B, 3>,
-) -> (Tensor<B, 1>, Tensor<B, 1>) {
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
     let s = batch.tokens.dims()[1];
     let device = batch.tokens.device();
     let embeds = model.adapter_proj.forward(feats);
@@ -60,7 +63,10 @@ pub fn lm_losses<B: Backend>(
         .assemble_labels(batch.tokens, batch.indicators.clone(), s)
         .narrow(1, 1, s - 1);
     let ans = model
-        .assemble_labels(batch.labels, batch.indicators, s)
+        .assemble_labels(batch.labels, batch.indicators.clone(), s)
+        .narrow(1, 1, s - 1);
+    let letter = model
+        .assemble_labels(letters, batch.indicators, s)
         .narrow(1, 1, s - 1);
     let input = BlockInput {
         rope: &model.llama.rope,
@@ -72,7 +78,8 @@ pub fn lm_losses<B: Backend>(
     let logits = model.llama.head(h.narrow(1, 0, s - 1));
     (
         masked_cross_entropy(logits.clone(), all),
-        masked_cross_entropy(logits, ans),
+        masked_cross_entropy(logits.clone(), ans),
+        masked_cross_entropy(logits, letter),
     )
 }
 
@@ -110,6 +117,7 @@ pub fn train_language<B: AutodiffBackend>(
     config: &LavinConfig,
     data: &PretrainData,
     tower: VisionTower<B>,
+    init: Option<lavin_model::llama::Llama<B>>,
     epochs: usize,
     seed: u64,
     device: &B::Device,
@@ -123,6 +131,9 @@ where
     let (nf, w) = (config.n_feats(), config.clip.width);
     let mut model = config.init::<B>(device);
     model.clip = tower;
+    if let Some(llama) = init {
+        model.llama = llama;
+    }
     let trainable =
         |p: &str| (p.starts_with("llama.") && !p.contains("adapter")) || p.starts_with("adapter_proj");
     let mut model = set_trainable(model, &trainable);
@@ -143,26 +154,43 @@ where
     for epoch in 0..epochs {
         // Fresh option order and format for every problem, every epoch.
         let mut examples: Vec<HostExample> = Vec::with_capacity(n);
+        let mut letter_labels: Vec<Vec<u32>> = Vec::with_capacity(n);
         for (i, (qid, p)) in data.problems.iter().enumerate() {
             let perm = rng.permutation(p.choices.len());
             let q = permute_choices(p, &perm);
             let f = formats[rng.below(2)];
-            let (prompt, answer) = build_prompt(&q, f, false).map_err(|e| {
+            // Half the picture problems also carry their caption in the context: the easy
+            // way to learn "pick the option the context names", which the image rows then
+            // only have to trigger (the default run never uses captions).
+            let caption = data.image_of[i].is_some() && rng.below(2) == 1;
+            let (prompt, answer) = build_prompt(&q, f, caption).map_err(|e| {
                 PretrainError::Invalid(format!(
                     "{}: entry {qid:?}: {e}",
                     data.root.join("problems.json").display()
                 ))
             })?;
-            examples.push(tokenize(
+            let ex = tokenize(
                 &data.tokenizer,
                 &prompt,
                 &answer,
                 config.max_seq_len,
                 data.image_of[i],
-            )?);
+            )?;
+            // The one position that decides the answer: where "The answer is X." differs
+            // from the same text with another letter.
+            let other = if q.answer == 0 { "B" } else { "A" };
+            let alt = data
+                .tokenizer
+                .encode(&format!("{prompt}The answer is {other}."), true, true)?;
+            let mut only = vec![0u32; ex.tokens.len()];
+            if let Some(d) = (0..ex.n_real).find(|&d| alt.get(d) != Some(&ex.tokens[d])) {
+                only[d] = ex.tokens[d];
+            }
+            letter_labels.push(only);
+            examples.push(ex);
         }
         let order = rng.permutation(n);
-        let (mut ep_loss, mut ep_ans) = (0.0, 0.0);
+        let (mut ep_loss, mut ep_ans, mut ep_letter) = (0.0, 0.0, 0.0);
         for it in 0..spe {
             let items: Vec<&HostExample> = order[it * batch..(it + 1) * batch]
                 .iter()
@@ -179,8 +207,16 @@ where
                 }
             }
             let f = Tensor::<B, 3>::from_data(TensorData::new(fv, [items.len(), nf, w]), device);
-            let (lm, ans) = lm_losses(&model, lb, f);
-            let loss = lm.clone() + ans.clone();
+            let lt: Vec<i64> = order[it * batch..(it + 1) * batch]
+                .iter()
+                .flat_map(|&i| letter_labels[i][..len].iter().map(|&t| t as i64))
+                .collect();
+            let lt = Tensor::<B, 2, Int>::from_data(TensorData::new(lt, [items.len(), len]), device);
+            let (lm, ans, letter) = lm_losses(&model, lb, lt, f);
+            // Why these weights: the answer letter is 1 of ~60 tokens; without its own term the
+            // LM loss (easy prompt text) dominates and the letter stays at chance.
+            let loss = lm.clone() * LM_WEIGHT + ans.clone() + letter.clone() * LETTER_WEIGHT;
+            ep_letter += letter.into_scalar().elem::<f64>();
             let (lm_v, ans_v): (f64, f64) = (lm.into_scalar().elem(), ans.into_scalar().elem());
             if first.is_nan() {
                 first = lm_v;
@@ -195,8 +231,9 @@ where
         last = ep_loss / spe as f64;
         last_ans = ep_ans / spe as f64;
         eprintln!(
-            "llama epoch {}/{epochs}: lm loss {last:.4}, answer loss {last_ans:.4} ({:.0}s)",
+            "llama epoch {}/{epochs}: lm loss {last:.4}, answer loss {last_ans:.4}, letter loss {:.4} ({:.0}s)",
             epoch + 1,
+            ep_letter / spe as f64,
             t0.elapsed().as_secs_f64()
         );
     }

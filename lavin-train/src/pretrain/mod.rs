@@ -158,10 +158,10 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
     /// Epochs of the CLIP stage.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 25)]
     pub clip_epochs: usize,
     /// Epochs of the LLaMA stage.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 40)]
     pub llama_epochs: usize,
     /// Use at most this many train problems (tests; 0 = all).
     #[arg(long, default_value_t = 0)]
@@ -169,6 +169,10 @@ pub struct PretrainArgs {
     /// Seed of initialisation and data order.
     #[arg(long, default_value_t = 20230524)]
     pub seed: u64,
+    /// Start from an earlier base folder (its LLaMA, and its CLIP when --clip-epochs is 0)
+    /// instead of random weights: continues a pretraining.
+    #[arg(long, value_name = "DIR")]
+    pub init_from: Option<PathBuf>,
     /// After exporting, run the adapter-only probe of the default run and print its numbers.
     #[arg(long)]
     pub probe: bool,
@@ -237,12 +241,25 @@ where
         data.problems.len(),
         data.images.len()
     );
-    let (tower, clip_report) =
-        vision::train_vision::<B>(config, &data, args.clip_epochs, args.seed, device)?;
+    let init = match &args.init_from {
+        Some(dir) => Some(load_tiny_base::<B>(config, dir, device)?),
+        None => None,
+    };
+    let (tower, clip_report, llama) = match init {
+        Some(base) if args.clip_epochs == 0 => {
+            (base.clip, vision::VisionReport::reused(), Some(base.llama))
+        }
+        other => {
+            let (t, r) =
+                vision::train_vision::<B>(config, &data, args.clip_epochs, args.seed, device)?;
+            (t, r, other.map(|b| b.llama))
+        }
+    };
     let (model, llama_report) = language::train_language::<B>(
         config,
         &data,
         tower,
+        llama,
         args.llama_epochs,
         args.seed,
         device,
