@@ -19,12 +19,19 @@ pub fn lavin_trainable_name(burn_path: &str) -> Option<String> {
 
 fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let values = t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
     HostTensor { shape, values }
 }
 
 /// Copy the named (trainable) parameters of `module` to the host.
-pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(module: &M, naming: &N) -> BTreeMap<String, HostTensor> {
+pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(
+    module: &M,
+    naming: &N,
+) -> BTreeMap<String, HostTensor> {
     struct V<'a, N> {
         stack: Vec<String>,
         naming: &'a N,
@@ -43,7 +50,11 @@ pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(module: &M, nami
             }
         }
     }
-    let mut v = V { stack: vec![], naming, out: BTreeMap::new() };
+    let mut v = V {
+        stack: vec![],
+        naming,
+        out: BTreeMap::new(),
+    };
     module.visit(&mut v);
     v.out
 }
@@ -74,7 +85,9 @@ pub fn assign_params<B: Backend, M: Module<B>, N: ParamNaming>(
             self.stack.pop();
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let Some(name) = self.naming.original_name(&self.stack.join(".")) else { return p };
+            let Some(name) = self.naming.original_name(&self.stack.join(".")) else {
+                return p;
+            };
             let Some(h) = self.values.get(&name) else {
                 self.missing.push(name);
                 return p;
@@ -91,7 +104,8 @@ pub fn assign_params<B: Backend, M: Module<B>, N: ParamNaming>(
                 return Param::from_mapped_value(id, t, mapper);
             }
             let req = t.is_require_grad();
-            let mut new = Tensor::<B, D>::from_data(TensorData::new(h.values.clone(), dims), &t.device());
+            let mut new =
+                Tensor::<B, D>::from_data(TensorData::new(h.values.clone(), dims), &t.device());
             if req {
                 new = new.require_grad();
             }
@@ -99,14 +113,30 @@ pub fn assign_params<B: Backend, M: Module<B>, N: ParamNaming>(
             Param::from_mapped_value(id, new, mapper)
         }
     }
-    let mut m = Mp { stack: vec![], naming, values, seen: vec![], missing: vec![], error: None, origin };
+    let mut m = Mp {
+        stack: vec![],
+        naming,
+        values,
+        seen: vec![],
+        missing: vec![],
+        error: None,
+        origin,
+    };
     let module = module.map(&mut m);
     if let Some(e) = m.error {
         return Err(e);
     }
-    let unexpected: Vec<String> = values.keys().filter(|k| !m.seen.contains(k)).cloned().collect();
+    let unexpected: Vec<String> = values
+        .keys()
+        .filter(|k| !m.seen.contains(k))
+        .cloned()
+        .collect();
     if !m.missing.is_empty() || !unexpected.is_empty() {
-        return Err(CheckpointError::Names { path: origin.to_path_buf(), missing: m.missing, unexpected });
+        return Err(CheckpointError::Names {
+            path: origin.to_path_buf(),
+            missing: m.missing,
+            unexpected,
+        });
     }
     Ok(module)
 }
@@ -114,7 +144,11 @@ pub fn assign_params<B: Backend, M: Module<B>, N: ParamNaming>(
 /// Export AdamW moments (flat tensors reshaped to the parameter shapes) and step counts.
 pub fn moments_to_host<B: Backend>(
     optim: &AdamW<B>,
-) -> (BTreeMap<String, HostTensor>, BTreeMap<String, HostTensor>, BTreeMap<String, u64>) {
+) -> (
+    BTreeMap<String, HostTensor>,
+    BTreeMap<String, HostTensor>,
+    BTreeMap<String, u64>,
+) {
     let (mut m, mut v, mut s) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for (name, st) in optim.states() {
         let mut a = to_host(st.exp_avg.clone());
@@ -138,12 +172,21 @@ pub fn moments_from_host<B: Backend>(
 ) {
     optim.reset();
     for (name, a) in exp_avg {
-        let Some(b) = exp_avg_sq.get(name) else { continue };
+        let Some(b) = exp_avg_sq.get(name) else {
+            continue;
+        };
         let n = a.values.len();
-        let t = |h: &HostTensor| Tensor::<B, 1>::from_data(TensorData::new(h.values.clone(), [n]), device);
+        let t = |h: &HostTensor| {
+            Tensor::<B, 1>::from_data(TensorData::new(h.values.clone(), [n]), device)
+        };
         optim.set_state(
             name.clone(),
-            MomentState { step: steps.get(name).copied().unwrap_or(0), exp_avg: t(a), exp_avg_sq: t(b), shape: a.shape.clone() },
+            MomentState {
+                step: steps.get(name).copied().unwrap_or(0),
+                exp_avg: t(a),
+                exp_avg_sq: t(b),
+                shape: a.shape.clone(),
+            },
         );
     }
 }

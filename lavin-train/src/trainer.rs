@@ -26,8 +26,13 @@ use lavin_model::lavin::{Lavin, LavinBatch};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::config::TrainConfig;
 use crate::lr_sched::LrSchedule;
-use crate::optim::{clip_coefficient, module_grad_norm, step_module, trainable_params, AdamW, AdamWConfig, OptimError};
-use crate::params::{assign_params, collect_params, lavin_trainable_name, moments_from_host, moments_to_host};
+use crate::optim::{
+    clip_coefficient, module_grad_norm, step_module, trainable_params, AdamW, AdamWConfig,
+    OptimError,
+};
+use crate::params::{
+    assign_params, collect_params, lavin_trainable_name, moments_from_host, moments_to_host,
+};
 use crate::report::{MetricsLog, Progress, StepMetrics};
 
 /// Errors of a training run.
@@ -46,7 +51,9 @@ pub enum TrainError {
     #[error("data: {0}")]
     Data(String),
     /// Not enough examples for one batch.
-    #[error("{n} training examples < one batch of {batch} (batch_size x devices): nothing to train")]
+    #[error(
+        "{n} training examples < one batch of {batch} (batch_size x devices): nothing to train"
+    )]
     TooFewExamples {
         /// Examples.
         n: usize,
@@ -73,7 +80,11 @@ pub trait BatchSource<B: AutodiffBackend> {
         self.len() == 0
     }
     /// Build the batch of these example indices.
-    fn batch(&self, indices: &[usize], device: &B::Device) -> Result<(LavinBatch<B>, BatchStats), String>;
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Result<(LavinBatch<B>, BatchStats), String>;
 }
 
 /// The example order of `epoch`: a permutation of `0..n` from `seed` and `epoch` only (so a
@@ -136,11 +147,23 @@ pub fn resume_from<B: AutodiffBackend>(
     ck.check_against(path, &trainable_params(&model, &lavin_trainable_name))?;
     let model = assign_params(model, &ck.model, &lavin_trainable_name, path)?;
     // `AutodiffBackend::InnerBackend` shares the device type.
-    moments_from_host(optim, &ck.exp_avg, &ck.exp_avg_sq, &ck.meta.adam_steps, device);
+    moments_from_host(
+        optim,
+        &ck.exp_avg,
+        &ck.exp_avg_sq,
+        &ck.meta.adam_steps,
+        device,
+    );
     let m = &ck.meta;
     Ok((
         model,
-        TrainState { epoch: m.epoch, iteration: m.iteration, global_step: m.global_step, micro_step: m.micro_step, skipped: m.skipped },
+        TrainState {
+            epoch: m.epoch,
+            iteration: m.iteration,
+            global_step: m.global_step,
+            micro_step: m.micro_step,
+            skipped: m.skipped,
+        },
         m.data_seed,
     ))
 }
@@ -192,14 +215,23 @@ where
     let per_batch = cfg.batch_size * world;
     let spe = steps_per_epoch(data.len(), cfg.batch_size, world);
     if spe == 0 {
-        return Err(TrainError::TooFewExamples { n: data.len(), batch: per_batch });
+        return Err(TrainError::TooFewExamples {
+            n: data.len(),
+            batch: per_batch,
+        });
     }
     let accum = cfg.accum_iter.max(1);
     let sched: LrSchedule = cfg.schedule();
     let naming = lavin_trainable_name;
-    let trainable_params = trainable_params(&model, &naming).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let trainable_params = trainable_params(&model, &naming)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     let total_steps = (cfg.epochs * (spe / accum)) as u64;
-    std::fs::create_dir_all(&cfg.output_dir).map_err(|source| crate::io::IoError::Io { path: cfg.output_dir.clone(), source })?;
+    std::fs::create_dir_all(&cfg.output_dir).map_err(|source| crate::io::IoError::Io {
+        path: cfg.output_dir.clone(),
+        source,
+    })?;
     let mut log = MetricsLog::open(&cfg.output_dir, state.global_step > 0)?;
     let mut progress = Progress::new(total_steps, state.global_step, false);
     let t0 = Instant::now();
@@ -210,7 +242,8 @@ where
     while state.epoch < cfg.epochs {
         let order = epoch_order(data.len(), data_seed, state.epoch);
         let mut acc = GradientsAccumulator::<Lavin<B>>::new();
-        let (mut win_loss, mut win_n, mut win_samples, mut win_tokens) = (0.0, 0usize, 0usize, 0usize);
+        let (mut win_loss, mut win_n, mut win_samples, mut win_tokens) =
+            (0.0, 0usize, 0usize, 0usize);
         let mut win_start = Instant::now();
         let mut lr = sched.lr_for_micro_batch(state.epoch, state.iteration, spe, accum);
         while state.iteration < spe {
@@ -240,7 +273,10 @@ where
             }
             let mut grads = acc.grads();
             let norm = module_grad_norm(&model, &grads, &naming);
-            let scale = cfg.clip_grad.map(|c| clip_coefficient(norm, c)).unwrap_or(1.0);
+            let scale = cfg
+                .clip_grad
+                .map(|c| clip_coefficient(norm, c))
+                .unwrap_or(1.0);
             let (m, _) = step_module(optim, model, &mut grads, lr, scale, &naming)?;
             model = m;
             state.global_step += 1;
@@ -249,7 +285,11 @@ where
             let metrics = StepMetrics {
                 step: state.global_step,
                 epoch: LrSchedule::fractional_epoch(state.epoch, it + 1 - accum, spe),
-                loss: if win_n > 0 { win_loss / win_n as f64 } else { f64::NAN },
+                loss: if win_n > 0 {
+                    win_loss / win_n as f64
+                } else {
+                    f64::NAN
+                },
                 lr,
                 grad_norm: norm,
                 samples_per_sec: win_samples as f64 / secs,
@@ -260,7 +300,10 @@ where
             progress.update(&metrics);
             losses.push((state.global_step, metrics.loss));
             (win_loss, win_n, win_samples, win_tokens) = (0.0, 0, 0, 0);
-            if cfg.checkpoint_every > 0 && state.global_step % cfg.checkpoint_every as u64 == 0 && state.iteration < spe {
+            if cfg.checkpoint_every > 0
+                && state.global_step % cfg.checkpoint_every as u64 == 0
+                && state.iteration < spe
+            {
                 save_checkpoint(cfg, &model, optim, &state, data_seed)?;
             }
         }
@@ -269,7 +312,14 @@ where
         state.epoch += 1;
         state.iteration = 0;
         last_ck = Some(save_checkpoint(cfg, &model, optim, &state, data_seed)?);
-        progress.println(&format!("epoch {} done, checkpoint {}", state.epoch, last_ck.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+        progress.println(&format!(
+            "epoch {} done, checkpoint {}",
+            state.epoch,
+            last_ck
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
     }
     progress.finish();
     Ok((
@@ -287,7 +337,10 @@ where
 
 /// A fresh optimizer with the config's hyper-parameters (betas 0.9/0.95, eps 1e-8).
 pub fn optimizer_for<B: burn::tensor::backend::Backend>(cfg: &TrainConfig) -> AdamW<B> {
-    AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })
+    AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..AdamWConfig::default()
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@ use lavin_model::parity::Case;
 type AB = Autodiff<NdArray<f32>>;
 
 fn case() -> Case {
-    Case::open(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a"))).unwrap()
+    Case::open(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/parity/tiny-a"
+    )))
+    .unwrap()
 }
 
 /// Three AdamW steps with our forward/backward and optimizer from the fixture's adapters:
@@ -21,7 +25,10 @@ fn end_to_end_three_steps_match_fixture() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(c.dir.join("optim.json")).unwrap()).unwrap();
     let (fx, _) = read_safetensors(&c.dir.join("optim.safetensors")).unwrap();
-    let mut opt = AdamW::<NdArray<f32>>::new(AdamWConfig { weight_decay: 0.02, ..AdamWConfig::default() });
+    let mut opt = AdamW::<NdArray<f32>>::new(AdamWConfig {
+        weight_decay: 0.02,
+        ..AdamWConfig::default()
+    });
     let mut worst_loss: f64 = 0.0;
     let mut worst_param: f64 = 0.0;
     for step in 1..=3 {
@@ -30,7 +37,8 @@ fn end_to_end_three_steps_match_fixture() {
         let want = j["losses"][step - 1].as_f64().unwrap();
         worst_loss = worst_loss.max(((loss - want) / want).abs());
         let mut gp = GradientsParams::from_grads(out.loss.backward(), &model);
-        let (m, rep) = step_module(&mut opt, model, &mut gp, 1e-3, 1.0, &lavin_trainable_name).unwrap();
+        let (m, rep) =
+            step_module(&mut opt, model, &mut gp, 1e-3, 1.0, &lavin_trainable_name).unwrap();
         model = m;
         assert!(rep.without_grad.is_empty(), "{:?}", rep.without_grad);
         if step == 1 || step == 3 {
@@ -65,22 +73,41 @@ impl BatchSource<AB> for Repeat {
     fn len(&self) -> usize {
         self.n
     }
-    fn batch(&self, indices: &[usize], device: &burn::tensor::Device<AB>) -> Result<(LavinBatch<AB>, BatchStats), String> {
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &burn::tensor::Device<AB>,
+    ) -> Result<(LavinBatch<AB>, BatchStats), String> {
         let rows: Vec<i64> = indices.iter().map(|i| (*i % 2) as i64).collect();
-        let idx = Tensor::<AB, 1, Int>::from_data(burn::tensor::TensorData::new(rows, [indices.len()]), device);
+        let idx = Tensor::<AB, 1, Int>::from_data(
+            burn::tensor::TensorData::new(rows, [indices.len()]),
+            device,
+        );
         let b = LavinBatch {
             tokens: self.tokens.clone().select(0, idx.clone()),
             labels: self.labels.clone().select(0, idx.clone()),
             images: self.images.clone().select(0, idx.clone()),
             indicators: self.indicators.clone().select(0, idx),
         };
-        Ok((b, BatchStats { samples: indices.len(), tokens: indices.len() * 48 }))
+        Ok((
+            b,
+            BatchStats {
+                samples: indices.len(),
+                tokens: indices.len() * 48,
+            },
+        ))
     }
 }
 
 fn repeat(c: &Case, n: usize) -> Repeat {
     let b = c.batch::<AB>(&Default::default()).unwrap();
-    Repeat { tokens: b.tokens, labels: b.labels, images: b.images, indicators: b.indicators, n }
+    Repeat {
+        tokens: b.tokens,
+        labels: b.labels,
+        images: b.images,
+        indicators: b.indicators,
+        n,
+    }
 }
 
 #[test]
@@ -116,18 +143,25 @@ fn resume_mid_epoch_is_exact() {
     // Run A: uninterrupted (4 micro-batches per epoch, 2 steps per epoch).
     let mut opt = optimizer_for::<NdArray<f32>>(&cfg);
     let model = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
-    let (model_a, out_a) = train(&cfg, model, &mut opt, &data, TrainState::default(), 7, &dev).unwrap();
+    let (model_a, out_a) =
+        train(&cfg, model, &mut opt, &data, TrainState::default(), 7, &dev).unwrap();
     assert_eq!(out_a.state.global_step, 4);
     assert_eq!(out_a.losses.len(), 4);
     assert!(out_a.losses.iter().all(|(_, l)| l.is_finite()));
     let cks = crate::checkpoint::list(&cfg.output_dir);
-    assert_eq!(cks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        cks.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let metrics = crate::report::read_metrics(&cfg.output_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.len(), 4);
     assert_eq!(metrics[0].lr, 0.0, "warmup starts at lr 0");
 
     // Run B: resume from the checkpoint after step 1 (epoch 0, micro-batch 2).
-    let cfg_b = TrainConfig { output_dir: d.path().join("b"), ..cfg.clone() };
+    let cfg_b = TrainConfig {
+        output_dir: d.path().join("b"),
+        ..cfg.clone()
+    };
     let mut opt_b = optimizer_for::<NdArray<f32>>(&cfg_b);
     let fresh = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
     let (model, st, seed) = resume_from(&cks[0].1, fresh, &mut opt_b, &dev).unwrap();
@@ -147,7 +181,10 @@ fn resume_from_original_checkpoint_gives_adapters_and_epoch() {
     let cfg = TrainConfig::tiny_default();
     let mut opt = optimizer_for::<NdArray<f32>>(&cfg);
     let model = c.config.init::<AB>(&dev);
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"));
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"
+    ));
     let (model, st, _) = resume_from(p, model, &mut opt, &dev).unwrap();
     assert_eq!(st.epoch, 1);
     assert!(opt.states().is_empty());
