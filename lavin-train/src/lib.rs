@@ -11,7 +11,7 @@ pub mod config;
 pub mod io;
 pub mod lr_sched;
 pub mod optim;
+pub mod params;
 pub mod pretrain;
 pub mod report;
-pub mod params;
 pub mod trainer;
