@@ -2,7 +2,9 @@
 //! gradients, HF weights, tokenizer, images, prompts, scores, optimizer, generation), one row
 //! per tensor or file, `SKIP` for optional files that are absent.
 
+mod data;
 mod generation;
+mod optim;
 
 use std::path::Path;
 
@@ -42,6 +44,34 @@ pub fn run<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vec<Sec
     sections.push(Section {
         name: "generation",
         outcome: generation::check::<B>(&case, device)?,
+    });
+    sections.push(Section {
+        name: "tokenizer.model + tokenizer_cases.json",
+        outcome: data::tokenizer(&case)?,
+    });
+    sections.push(Section {
+        name: "hf-llama/tokenizer.json",
+        outcome: data::hf_tokenizer(&case)?,
+    });
+    sections.push(Section {
+        name: "images/preprocess.safetensors",
+        outcome: data::images(&case)?,
+    });
+    sections.push(Section {
+        name: "prompts.json",
+        outcome: data::prompts(&case)?,
+    });
+    sections.push(Section {
+        name: "inputs.safetensors tokens/labels",
+        outcome: data::batch_tokens(&case)?,
+    });
+    sections.push(Section {
+        name: "scores.json",
+        outcome: data::scores(&case)?,
+    });
+    sections.push(Section {
+        name: "optim.json + optim.safetensors",
+        outcome: optim::check::<B>(&case, device)?,
     });
     Ok(sections)
 }
