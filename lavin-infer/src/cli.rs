@@ -50,6 +50,45 @@ pub enum Command {
 pub struct ParityArgs {
     /// One case folder (like tests/data/parity/tiny-a).
     pub dir: PathBuf,
+    /// Backend (default: the `tests` job of backends.toml would be ndarray; here `infer`'s first).
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// `parity` on the chosen backend.
+struct ParityRun<'a>(&'a Path);
+
+impl crate::load::BackendJob for ParityRun<'_> {
+    type Output = bool;
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<bool> {
+        let sections = crate::parity::run::<B>(self.0, &device)?;
+        Ok(crate::parity::print_report(&sections))
+    }
+}
+
+/// `bench` on the chosen backend.
+struct BenchRun<'a>(&'a BenchArgs);
+
+impl crate::load::BackendJob for BenchRun<'_> {
+    type Output = ();
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let a = self.0;
+        let results = crate::bench::run::<B>(
+            &a.preset,
+            &a.batch_size,
+            a.prompt_len,
+            a.max_gen_len,
+            &device,
+        )?;
+        for r in &results {
+            eprintln!(
+                "batch {:>2}: image encode {:>8.1} ms, prefill {:>9.1} tok/s, decode {:>8.1} tok/s",
+                r.batch_size, r.image_encode_ms, r.prefill_tokens_per_s, r.decode_tokens_per_s
+            );
+        }
+        println!("{}", serde_json::to_string(&results)?);
+        Ok(())
+    }
 }
 
 /// Decoding flags shared by the generating commands.
@@ -228,6 +267,9 @@ pub struct BenchArgs {
     /// New tokens.
     #[arg(long, default_value_t = 64)]
     pub max_gen_len: usize,
+    /// Backend: ndarray, wgpu, cuda (default: backends.toml's `infer` list).
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 fn progress_bar(what: &str) -> ProgressBar {
@@ -252,9 +294,13 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Parity(_) => anyhow::bail!(
-            "parity: not wired yet in this build (the model's parity checks are pending)"
-        ),
+        Command::Parity(a) => {
+            let ok = crate::load::with_backend(a.backend.as_deref(), ParityRun(&a.dir))?;
+            if !ok {
+                anyhow::bail!("parity: some checks FAILED (see the table above)");
+            }
+            Ok(())
+        }
         Command::Score(a) => {
             let problems = match (&a.problems, &a.data_root) {
                 (Some(p), _) => p.clone(),
@@ -374,9 +420,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             run_blocking(&a.host, a.port, generator, cfg).context("serve")
         }
-        Command::Bench(_) => {
-            anyhow::bail!("bench: not wired yet (needs the lavin-model generation API)")
-        }
+        Command::Bench(a) => crate::load::with_backend(a.backend.as_deref(), BenchRun(&a)),
     }
 }
 

@@ -9,6 +9,7 @@
 //! terminal loop), [`serve`] (web page + OpenAI-compatible API), [`images`] (decoding uploads and
 //! files), [`wiring`] (model flags and the hook that loads the model), [`cli`].
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod eval_mme;

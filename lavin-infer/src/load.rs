@@ -35,7 +35,10 @@ fn llama_location(args: &ModelArgs) -> anyhow::Result<(PathBuf, bool)> {
     } else if dir.join("config.json").exists() {
         Ok((dir, false))
     } else {
-        bail!("{}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA) in this folder", dir.display())
+        bail!(
+            "{}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA) in this folder",
+            dir.display()
+        )
     }
 }
 
@@ -50,12 +53,26 @@ fn tokenizer_path(args: &ModelArgs) -> PathBuf {
 }
 
 /// Resolves the model configuration: checkpoint shapes + adapter flags + tokenizer prefixes.
-pub fn resolve_config(args: &ModelArgs, router_temperature: f32, tokenizer: &Tokenizer) -> anyhow::Result<(LavinConfig, LlamaWeights)> {
+pub fn resolve_config(
+    args: &ModelArgs,
+    router_temperature: f32,
+    tokenizer: &Tokenizer,
+) -> anyhow::Result<(LavinConfig, LlamaWeights)> {
     let (dir, meta) = llama_location(args)?;
-    let llama = if meta { read_meta_params(&dir, tokenizer.n_words())? } else { read_hf_config(&dir)? };
-    let weights = if meta { LlamaWeights::Meta(dir) } else { LlamaWeights::HuggingFace(dir) };
+    let llama = if meta {
+        read_meta_params(&dir, tokenizer.n_words())?
+    } else {
+        read_hf_config(&dir)?
+    };
+    let weights = if meta {
+        LlamaWeights::Meta(dir)
+    } else {
+        LlamaWeights::HuggingFace(dir)
+    };
     let mut config = match &args.preset {
-        Some(name) => LavinConfig::preset(name).with_context(|| format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)"))?,
+        Some(name) => LavinConfig::preset(name).with_context(|| {
+            format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)")
+        })?,
         None if args.llama_model_path.is_none() => bundled_clip_config()?,
         None => LavinConfig::llama_7b(),
     };
@@ -71,7 +88,9 @@ pub fn resolve_config(args: &ModelArgs, router_temperature: f32, tokenizer: &Tok
             "normal" => VisualAdapterType::Normal,
             "router" => VisualAdapterType::Router,
             "router_block" => VisualAdapterType::RouterBlock,
-            other => bail!("--visual-adapter-type: `{other}` is not one of normal, router, router_block"),
+            other => {
+                bail!("--visual-adapter-type: `{other}` is not one of normal, router, router_block")
+            }
         },
         dim: args.adapter_dim,
         scale: args.adapter_scale as f64,
@@ -81,7 +100,12 @@ pub fn resolve_config(args: &ModelArgs, router_temperature: f32, tokenizer: &Tok
         ..AdapterConfig::paper()
     };
     if args.n_prompt != config.n_feats() {
-        bail!("--n-prompt {}: the vision tower ({} blocks) gives {} features (one per 4 blocks)", args.n_prompt, config.clip.layers, config.n_feats());
+        bail!(
+            "--n-prompt {}: the vision tower ({} blocks) gives {} features (one per 4 blocks)",
+            args.n_prompt,
+            config.clip.layers,
+            config.n_feats()
+        );
     }
     config.prefix_img = tokenizer.encode("Image: ", false, false)?;
     config.prefix_nonimg = tokenizer.encode("Image: N/A", false, false)?;
@@ -91,9 +115,15 @@ pub fn resolve_config(args: &ModelArgs, router_temperature: f32, tokenizer: &Tok
 /// The bundled base's CLIP shape, from `assets/tiny-base/clip.json`.
 fn bundled_clip_config() -> anyhow::Result<LavinConfig> {
     let path = bundled_base().join("clip.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read the bundled base's CLIP config", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: cannot read the bundled base's CLIP config",
+            path.display()
+        )
+    })?;
     let mut config = LavinConfig::tiny();
-    config.clip = serde_json::from_str(&text).with_context(|| format!("{}: not a CLIP config", path.display()))?;
+    config.clip = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a CLIP config", path.display()))?;
     Ok(config)
 }
 
@@ -105,34 +135,65 @@ fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn build<B: Backend>(args: &ModelArgs, router_temperature: f32, device: B::Device) -> anyhow::Result<Box<dyn Generator>>
-where
-    B::Device: Send,
-{
+fn build<B: Backend>(
+    args: &ModelArgs,
+    router_temperature: f32,
+    device: B::Device,
+) -> anyhow::Result<Box<dyn Generator>> {
     let tok_path = tokenizer_path(args);
-    let tokenizer = Arc::new(Tokenizer::from_file(&tok_path).with_context(|| format!("loading the tokenizer {}", tok_path.display()))?);
+    let tokenizer = Arc::new(
+        Tokenizer::from_file(&tok_path)
+            .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?,
+    );
     let (config, llama) = resolve_config(args, router_temperature, &tokenizer)?;
-    let spec = LoadSpec { llama, clip: clip_path(args)?, adapters: args.adapter.clone() };
+    let spec = LoadSpec {
+        llama,
+        clip: clip_path(args)?,
+        adapters: args.adapter.clone(),
+    };
     let model = load_lavin::<B>(&config, &spec, &device)?;
     let positions = match args.positions {
         wiring::Positions::Faithful => Positions::Faithful,
         wiring::Positions::Consistent => Positions::Consistent,
     };
-    Ok(Box::new(LavinGenerator::new(model, tokenizer, device, positions)))
+    Ok(Box::new(LavinGenerator::new(
+        model, tokenizer, device, positions,
+    )))
+}
+
+/// Work that runs generically on whichever backend was chosen.
+pub trait BackendJob {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+}
+
+/// Runs `job` on the backend chosen by `backends.toml` (job `infer`) or forced by `--backend`;
+/// forcing one that is not compiled in is an error naming the cargo feature to build with.
+pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Result<J::Output> {
+    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
+    let choice = BackendPrefs::embedded()?.select("infer", forced, None)?;
+    match choice.backend {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => job.run::<burn::backend::NdArray>(Default::default()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default()),
+        #[allow(unreachable_patterns)]
+        other => bail!("backend {other} is not compiled into this binary"),
+    }
+}
+
+struct LoadJob<'a>(&'a ModelArgs, f32);
+
+impl BackendJob for LoadJob<'_> {
+    type Output = Box<dyn Generator>;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Box<dyn Generator>> {
+        build::<B>(self.0, self.1, device)
+    }
 }
 
 /// Loads the generator on the backend chosen by `backends.toml` (job `infer`) or `--backend`.
 pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
-    let forced = args.backend.as_deref().map(str::parse::<BackendKind>).transpose()?;
-    let choice = BackendPrefs::embedded()?.select("infer", forced, None)?;
-    match choice.backend {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => build::<burn::backend::NdArray>(args, router_temperature, Default::default()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => build::<burn::backend::Wgpu>(args, router_temperature, Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => build::<burn::backend::Cuda>(args, router_temperature, Default::default()),
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this binary"),
-    }
+    with_backend(args.backend.as_deref(), LoadJob(args, router_temperature))
 }

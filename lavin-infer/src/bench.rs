@@ -1,0 +1,123 @@
+//! `lavin-infer bench`: image encoding, prefill and decode speed of the KV-cache generator on
+//! random weights at a preset's shapes (the workload of the original's eval: a 128-token prompt
+//! with an image, 64 new tokens, greedy), one JSON line per batch size at the end.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use lavin_model::{LavinConfig, Positions};
+use serde::Serialize;
+
+/// One measured configuration.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub preset: String,
+    pub backend: String,
+    pub batch_size: usize,
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    pub image_encode_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Peak resident memory of the process so far (Linux `VmHWM`), MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident set size from /proc (None elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Forces pending work to finish (async backends) by reading one value back.
+fn sync<B: Backend, const D: usize>(t: &Tensor<B, D>) {
+    let _ = t.clone().sum().into_data();
+}
+
+/// Runs the workload for each batch size on `B`.
+pub fn run<B: Backend>(
+    preset: &str,
+    batch_sizes: &[usize],
+    prompt_len: usize,
+    new_tokens: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<BenchResult>> {
+    let mut config = LavinConfig::preset(preset).ok_or_else(|| {
+        anyhow::anyhow!("--preset: unknown preset `{preset}` (tiny, small, 7b-shape)")
+    })?;
+    config.max_seq_len = config.max_seq_len.max(prompt_len + new_tokens + 1);
+    config.adapter.dropout = 0.0;
+    let model = config.init::<B>(device);
+    let (c, v, r) = (
+        config.llama.dim,
+        config.llama.vocab_size,
+        config.clip.input_resolution,
+    );
+    let mut results = Vec::new();
+    for &b in batch_sizes {
+        let images = Tensor::<B, 4>::random([b, 3, r, r], Distribution::Normal(0.0, 1.0), device);
+        let indicators =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(vec![1i64; b], [b]), device);
+        let ids: Vec<i64> = (0..b * prompt_len)
+            .map(|i| 3 + (i as i64 * 7919) % (v as i64 - 3))
+            .collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, prompt_len]), device);
+
+        // Warm-up: one short pass through every kernel.
+        let (_, emb, _) = model.encode_images(images.clone());
+        let (l, _) = model.prefill(
+            model.modality_token(indicators.clone()),
+            model
+                .embed_buffer(tokens.clone(), emb, indicators.clone())
+                .narrow(1, 0, 8),
+            Positions::Faithful,
+        );
+        sync(&l);
+
+        let t0 = Instant::now();
+        let (_, image_embeds, _) = model.encode_images(images);
+        sync(&image_embeds);
+        let image_encode = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let embeds = model.embed_buffer(tokens, image_embeds, indicators.clone());
+        let (mut logits, mut state) = model.prefill(
+            model.modality_token(indicators),
+            embeds,
+            Positions::Faithful,
+        );
+        let mut next = logits.clone().argmax(1).reshape([b, 1]);
+        sync(&logits);
+        let prefill = t1.elapsed().as_secs_f64();
+
+        let t2 = Instant::now();
+        for step in 0..new_tokens {
+            let row = model.llama.tok_embeddings.forward(next);
+            logits = model.decode(&mut state, row, prompt_len + step);
+            next = logits.clone().argmax(1).reshape([b, 1]);
+            // Only the sampled ids come back, as in real generation.
+            let _ = next.clone().into_data();
+        }
+        let decode = t2.elapsed().as_secs_f64();
+        let _ = c;
+        results.push(BenchResult {
+            preset: preset.to_string(),
+            backend: std::any::type_name::<B>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("?")
+                .to_string(),
+            batch_size: b,
+            prompt_len,
+            new_tokens,
+            image_encode_ms: image_encode * 1e3,
+            prefill_tokens_per_s: (b * prompt_len) as f64 / prefill,
+            decode_tokens_per_s: (b * new_tokens) as f64 / decode,
+            peak_rss_mib: peak_rss_mib(),
+        });
+    }
+    Ok(results)
+}
