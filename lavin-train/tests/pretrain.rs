@@ -17,7 +17,10 @@ fn preset_prefix_ids_are_the_tokenizers() {
     let tok = Tokenizer::from_file(tokenizer_path()).unwrap();
     let c = pretrain::tiny_default();
     assert_eq!(tok.encode("Image: ", false, false).unwrap(), c.prefix_img);
-    assert_eq!(tok.encode("Image: N/A", false, false).unwrap(), c.prefix_nonimg);
+    assert_eq!(
+        tok.encode("Image: N/A", false, false).unwrap(),
+        c.prefix_nonimg
+    );
     assert_eq!(c.llama.vocab_size, tok.n_words());
     assert_eq!(c.n_feats(), 2);
 }
@@ -51,14 +54,22 @@ fn few_steps_export_and_load_back() {
     let (b_llama, b_clip) = export::base_tensors(&loaded);
     assert_eq!(a_llama.len(), b_llama.len());
     assert_eq!(a_clip.len(), b_clip.len());
-    for (a, b) in a_llama.iter().chain(&a_clip).zip(b_llama.iter().chain(&b_clip)) {
+    for (a, b) in a_llama
+        .iter()
+        .chain(&a_clip)
+        .zip(b_llama.iter().chain(&b_clip))
+    {
         assert_eq!(a.0, b.0);
         assert_eq!(a.1, b.1, "{}", a.0);
         assert_eq!(a.2, b.2, "{}", a.0);
     }
     // The HF names are the standard ones.
-    assert!(a_llama.iter().any(|t| t.0 == "model.layers.0.self_attn.q_proj.weight"));
-    assert!(a_clip.iter().any(|t| t.0 == "visual.transformer.resblocks.7.attn.in_proj_weight"));
+    assert!(a_llama
+        .iter()
+        .any(|t| t.0 == "model.layers.0.self_attn.q_proj.weight"));
+    assert!(a_clip
+        .iter()
+        .any(|t| t.0 == "visual.transformer.resblocks.7.attn.in_proj_weight"));
 }
 
 #[test]
@@ -98,7 +109,10 @@ fn probe_only() {
     let opts = ProbeOptions {
         epochs: env_or("PROBE_EPOCHS", 4),
         batch_size: env_or("PROBE_BS", 8),
-        lr: std::env::var("PROBE_LR").ok().and_then(|v| v.parse().ok()).unwrap_or(1e-2),
+        lr: std::env::var("PROBE_LR")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1e-2),
         prompt_format: std::env::var("PROBE_FORMAT").unwrap_or_else(|_| "QCM-A".into()),
         ..ProbeOptions::default()
     };
@@ -107,5 +121,8 @@ fn probe_only() {
 }
 
 fn env_or(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }

@@ -50,7 +50,8 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec
             for s in 0..2 {
                 let meta = h * 2 * half + j * 2 + s;
                 let hf = h * 2 * half + s * half + j;
-                out[hf * cols..(hf + 1) * cols].copy_from_slice(&data[meta * cols..(meta + 1) * cols]);
+                out[hf * cols..(hf + 1) * cols]
+                    .copy_from_slice(&data[meta * cols..(meta + 1) * cols]);
             }
         }
     }

@@ -24,7 +24,9 @@ use lavin_model::loss::masked_cross_entropy;
 use lavin_model::{Lavin, LavinBatch, LavinConfig};
 
 use super::data::{permute_choices, PretrainData};
-use super::util::{batch_len, format, lr_at, make_batch, set_trainable, tokenize, HostExample, Rng};
+use super::util::{
+    batch_len, format, lr_at, make_batch, set_trainable, tokenize, HostExample, Rng,
+};
 use super::PretrainError;
 use crate::optim::{step_module, AdamW, AdamWConfig};
 
@@ -42,8 +44,8 @@ pub struct LanguageReport {
 
 const BATCH: usize = 16;
 const LR: f64 = 3e-3;
-const LM_WEIGHT: f64 = 0.5;
-const LETTER_WEIGHT: f64 = 3.0;
+const LM_WEIGHT: f64 = 0.25;
+const LETTER_WEIGHT: f64 = 5.0;
 /// Formats the base sees (the default run uses one of them).
 pub const FORMATS: [&str; 2] = ["QCM-A", "CQM-A"];
 
@@ -96,14 +98,21 @@ where
     let tower = tower.valid();
     let mut out = Vec::with_capacity(data.images.len());
     for chunk in data.images.chunks(32) {
-        let pix: Vec<f32> = chunk.iter().flat_map(|i| i.pixels.iter().copied()).collect();
+        let pix: Vec<f32> = chunk
+            .iter()
+            .flat_map(|i| i.pixels.iter().copied())
+            .collect();
         let images = Tensor::<B::InnerBackend, 4>::from_data(
             TensorData::new(pix, [chunk.len(), 3, hw, hw]),
             device,
         );
         let (f, _) = tower.forward(images);
         let [n, nf, w] = f.dims();
-        let v = f.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        let v = f
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default();
         for i in 0..n {
             out.push(v[i * nf * w..(i + 1) * nf * w].to_vec());
         }
@@ -134,8 +143,9 @@ where
     if let Some(llama) = init {
         model.llama = llama;
     }
-    let trainable =
-        |p: &str| (p.starts_with("llama.") && !p.contains("adapter")) || p.starts_with("adapter_proj");
+    let trainable = |p: &str| {
+        (p.starts_with("llama.") && !p.contains("adapter")) || p.starts_with("adapter_proj")
+    };
     let mut model = set_trainable(model, &trainable);
     let naming = |p: &str| trainable(p).then(|| p.to_string());
     let mut optim = AdamW::<B::InnerBackend>::new(AdamWConfig {
@@ -147,7 +157,6 @@ where
     let txt_extra = config.prefix_nonimg.len();
     let n = data.problems.len();
     let batch = BATCH.min(n);
-    let spe = (n / batch).max(1);
     let mut rng = Rng(seed ^ 0x11A4A);
     let (mut first, mut last, mut last_ans) = (f64::NAN, f64::NAN, f64::NAN);
     let mut steps = 0;
@@ -155,33 +164,44 @@ where
         // Fresh option order and format for every problem, every epoch.
         let mut examples: Vec<HostExample> = Vec::with_capacity(n);
         let mut letter_labels: Vec<Vec<u32>> = Vec::with_capacity(n);
-        for (i, (qid, p)) in data.problems.iter().enumerate() {
+        // Each problem, plus (half the time) a synthetic "binding" twin: "Which option is
+        // <the right choice>?" with shuffled options. Why: tiny LMs do not learn to bind an
+        // option to its letter from 1200 problems (the letter stays at chance); the exact-match
+        // twin teaches that circuit, the real problems then only have to pick the word.
+        let mut jobs: Vec<(usize, lavin_data::Problem, bool)> = Vec::with_capacity(2 * n);
+        for (i, (_, p)) in data.problems.iter().enumerate() {
+            jobs.push((i, p.clone(), false));
+            if rng.below(2) == 1 {
+                let mut t = p.clone();
+                t.question = format!("Which option is {}?", p.choices[p.answer]);
+                t.hint = String::new();
+                t.image = None;
+                jobs.push((i, t, true));
+            }
+        }
+        for (i, p, synthetic) in &jobs {
+            let (i, qid) = (*i, &data.problems[*i].0);
             let perm = rng.permutation(p.choices.len());
             let q = permute_choices(p, &perm);
             let f = formats[rng.below(2)];
             // Half the picture problems also carry their caption in the context: the easy
             // way to learn "pick the option the context names", which the image rows then
             // only have to trigger (the default run never uses captions).
-            let caption = data.image_of[i].is_some() && rng.below(2) == 1;
+            let image = if *synthetic { None } else { data.image_of[i] };
+            let caption = image.is_some() && rng.below(2) == 1;
             let (prompt, answer) = build_prompt(&q, f, caption).map_err(|e| {
                 PretrainError::Invalid(format!(
                     "{}: entry {qid:?}: {e}",
                     data.root.join("problems.json").display()
                 ))
             })?;
-            let ex = tokenize(
-                &data.tokenizer,
-                &prompt,
-                &answer,
-                config.max_seq_len,
-                data.image_of[i],
-            )?;
+            let ex = tokenize(&data.tokenizer, &prompt, &answer, config.max_seq_len, image)?;
             // The one position that decides the answer: where "The answer is X." differs
             // from the same text with another letter.
             let other = if q.answer == 0 { "B" } else { "A" };
-            let alt = data
-                .tokenizer
-                .encode(&format!("{prompt}The answer is {other}."), true, true)?;
+            let alt =
+                data.tokenizer
+                    .encode(&format!("{prompt}The answer is {other}."), true, true)?;
             let mut only = vec![0u32; ex.tokens.len()];
             if let Some(d) = (0..ex.n_real).find(|&d| alt.get(d) != Some(&ex.tokens[d])) {
                 only[d] = ex.tokens[d];
@@ -189,7 +209,9 @@ where
             letter_labels.push(only);
             examples.push(ex);
         }
-        let order = rng.permutation(n);
+        let n_ex = examples.len();
+        let spe = (n_ex / batch).max(1);
+        let order = rng.permutation(n_ex);
         let (mut ep_loss, mut ep_ans, mut ep_letter) = (0.0, 0.0, 0.0);
         for it in 0..spe {
             let items: Vec<&HostExample> = order[it * batch..(it + 1) * batch]
@@ -211,7 +233,8 @@ where
                 .iter()
                 .flat_map(|&i| letter_labels[i][..len].iter().map(|&t| t as i64))
                 .collect();
-            let lt = Tensor::<B, 2, Int>::from_data(TensorData::new(lt, [items.len(), len]), device);
+            let lt =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(lt, [items.len(), len]), device);
             let (lm, ans, letter) = lm_losses(&model, lb, lt, f);
             // Why these weights: the answer letter is 1 of ~60 tokens; without its own term the
             // LM loss (easy prompt text) dominates and the letter stays at chance.
@@ -224,7 +247,12 @@ where
             ep_loss += lm_v;
             ep_ans += ans_v;
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = lr_at(LR, epoch as f64 + it as f64 / spe as f64, 1.0, epochs as f64);
+            let lr = lr_at(
+                LR,
+                epoch as f64 + it as f64 / spe as f64,
+                1.0,
+                epochs as f64,
+            );
             model = step_module(&mut optim, model, &mut grads, lr, 1.0, &naming)?.0;
             steps += 1;
         }

@@ -212,7 +212,10 @@ pub fn run(args: &PretrainArgs) -> Result<PretrainSummary, PretrainError> {
     let device = Default::default();
     let cfg = tiny_default();
     let (_, summary) = pretrain_base::<B>(args, &cfg, &device)?;
-    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).unwrap_or_default()
+    );
     if args.probe {
         let opts = ProbeOptions {
             data_root: args.data_root(),
@@ -220,7 +223,10 @@ pub fn run(args: &PretrainArgs) -> Result<PretrainSummary, PretrainError> {
             ..ProbeOptions::default()
         };
         let report = probe_default::<B>(&cfg, &opts, &device)?;
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     }
     Ok(summary)
 }

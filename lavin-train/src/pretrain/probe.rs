@@ -111,7 +111,11 @@ fn load_split(
     limit: usize,
 ) -> Result<(Split, Vec<(usize, usize)>, Vec<(String, String)>), PretrainError> {
     let (items, _) = sqa.items(split, format(fmt)?, false, MissingImage::Error)?;
-    let take = if limit == 0 { items.len() } else { limit.min(items.len()) };
+    let take = if limit == 0 {
+        items.len()
+    } else {
+        limit.min(items.len())
+    };
     let mut examples = Vec::new();
     let mut images = Vec::new();
     let mut meta = Vec::new();
@@ -124,7 +128,13 @@ fn load_split(
             }
             None => None,
         };
-        examples.push(tokenize(tok, &it.question, &it.answer, cfg.max_seq_len, image)?);
+        examples.push(tokenize(
+            tok,
+            &it.question,
+            &it.answer,
+            cfg.max_seq_len,
+            image,
+        )?);
         let p = &sqa.problems[&it.qid];
         meta.push((p.choices.len(), p.answer));
         texts.push((it.qid.clone(), it.question.clone()));
@@ -148,7 +158,9 @@ fn val_items(
             .collect::<Result<_, _>>()?;
         let d = (0..enc[0].len())
             .find(|&i| enc.iter().any(|e| e.get(i) != enc[0].get(i)))
-            .ok_or_else(|| PretrainError::Invalid(format!("val {qid:?}: answer letters tokenise alike")))?;
+            .ok_or_else(|| {
+                PretrainError::Invalid(format!("val {qid:?}: answer letters tokenise alike"))
+            })?;
         let ids: Vec<u32> = enc.iter().map(|e| e.get(d).copied().unwrap_or(0)).collect();
         let mut ex = tokenize(tok, prompt, "The answer is A.", cfg.max_seq_len, ex.image)?;
         if d >= ex.n_real {
@@ -194,7 +206,11 @@ fn evaluate<B: Backend>(
             .to_vec::<f32>()
             .unwrap_or_default();
         for (j, it) in chunk.iter().enumerate() {
-            let extra = if it.ex.image.is_some() { img_extra } else { txt_extra };
+            let extra = if it.ex.image.is_some() {
+                img_extra
+            } else {
+                txt_extra
+            };
             let p = (extra + it.letter_at).min(l - 1);
             let row = &logits[(j * l + p) * v..(j * l + p + 1) * v];
             let best = it
@@ -236,7 +252,8 @@ where
     let (val, vmeta, vtexts) =
         load_split(&sqa, &tok, cfg, "val", &opts.prompt_format, opts.val_limit)?;
     let vitems = val_items(&tok, cfg, &val, &vmeta, &vtexts)?;
-    let chance = vmeta.iter().map(|(n, _)| 1.0 / *n as f64).sum::<f64>() / vmeta.len().max(1) as f64;
+    let chance =
+        vmeta.iter().map(|(n, _)| 1.0 / *n as f64).sum::<f64>() / vmeta.len().max(1) as f64;
     B::seed(device, opts.seed);
     let mut model: Lavin<B> = load_tiny_base(cfg, &opts.base_dir, device)?;
     let naming = |p: &str| lavin_model::weights::original_name(p).filter(|n| n.contains("adapter"));
@@ -286,7 +303,8 @@ where
             model = step_module(&mut optim, model, &mut grads, lr, 1.0, &naming)?.0;
             if losses.len() % 25 == 0 {
                 let k = losses.len();
-                let recent = losses[k.saturating_sub(25)..].iter().sum::<f64>() / 25f64.min(k as f64);
+                let recent =
+                    losses[k.saturating_sub(25)..].iter().sum::<f64>() / 25f64.min(k as f64);
                 eprintln!(
                     "probe step {k} (epoch {}): loss {recent:.4}, lr {lr:.2e}, {:.1}s",
                     epoch + 1,

@@ -127,7 +127,16 @@ pub fn batch_len(
 ) -> usize {
     let v: Vec<(usize, usize)> = items
         .iter()
-        .map(|e| (e.n_real, if e.image.is_some() { img_extra } else { txt_extra }))
+        .map(|e| {
+            (
+                e.n_real,
+                if e.image.is_some() {
+                    img_extra
+                } else {
+                    txt_extra
+                },
+            )
+        })
         .collect();
     lavin_data::batch::batch_pad_len_exact(max_seq_len, &v).max(2)
 }
@@ -164,10 +173,8 @@ pub fn make_batch<B: Backend>(
             pix[i * plane..(i + 1) * plane].copy_from_slice(px);
         }
     }
-    let images = Tensor::<B, 4>::from_data(
-        TensorData::new(pix, [b, 3, image_hw, image_hw]),
-        device,
-    );
+    let images =
+        Tensor::<B, 4>::from_data(TensorData::new(pix, [b, 3, image_hw, image_hw]), device);
     let ind: Vec<i64> = items.iter().map(|e| e.image.is_some() as i64).collect();
     let indicators = Tensor::<B, 1, Int>::from_data(TensorData::new(ind, [b]), device);
     LavinBatch {

@@ -81,7 +81,14 @@ impl<B: Backend> VisionPretrainer<B> {
                 let t = Tensor::<B, 1, Int>::from_data(TensorData::new(t, [n]), &device);
                 total = total + ce.forward(lg.clone(), t.clone());
                 if f + 1 == f_count {
-                    let hit: i64 = lg.argmax(1).squeeze_dim::<1>(1).equal(t).int().sum().into_scalar().elem();
+                    let hit: i64 = lg
+                        .argmax(1)
+                        .squeeze_dim::<1>(1)
+                        .equal(t)
+                        .int()
+                        .sum()
+                        .into_scalar()
+                        .elem();
                     correct[g] = hit as usize;
                 }
                 off += k;
@@ -179,7 +186,12 @@ pub fn train_vision<B: AutodiffBackend>(
             }
             seen += idx.len();
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = lr_at(LR, epoch as f64 + it as f64 / spe as f64, 1.0, epochs as f64);
+            let lr = lr_at(
+                LR,
+                epoch as f64 + it as f64 / spe as f64,
+                1.0,
+                epochs as f64,
+            );
             model = step_module(&mut optim, model, &mut grads, lr, 1.0, &naming)?.0;
             steps += 1;
         }
