@@ -124,3 +124,22 @@ impl TensorSource for HfClip {
         Ok(Some(t))
     }
 }
+
+/// Reads the tower's shape from the weights, as OpenAI's `build_model` does: width from the
+/// class embedding, patch size from `conv1`, layers by counting blocks, resolution from the
+/// position table, heads = width / 64.
+pub fn infer_config(source: &dyn TensorSource) -> Result<crate::config::ClipConfig, WeightsError> {
+    let conv = source.require("visual.conv1.weight")?;
+    let pos = source.require("visual.positional_embedding")?;
+    let width = conv.shape[0];
+    let patch_size = conv.shape[2];
+    let grid = ((pos.shape[0] - 1) as f64).sqrt().round() as usize;
+    let mut layers = 0;
+    while source.get(&format!("visual.transformer.resblocks.{layers}.ln_1.weight"))?.is_some() {
+        layers += 1;
+    }
+    if layers == 0 || grid * grid + 1 != pos.shape[0] {
+        return Err(WeightsError::Config { path: source.path().to_path_buf(), message: format!("not a CLIP vision tower: {layers} blocks, {} positions", pos.shape[0]) });
+    }
+    Ok(crate::config::ClipConfig { input_resolution: grid * patch_size, patch_size, width, layers, heads: (width / 64).max(1) })
+}
