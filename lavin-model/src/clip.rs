@@ -5,7 +5,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{RepAdapter, RepAdapterRouter};
@@ -42,8 +44,7 @@ impl<B: Backend> ClipAttention<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (split(0), split(1), split(2)); // [N, H, T, hd]
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        let out = softmax(scores, 3).matmul(v); // [N, H, T, hd]
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [N, H, T, hd]
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([n, t, w]))
     }
