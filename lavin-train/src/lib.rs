@@ -5,13 +5,17 @@
 //! * [`lr_sched`]: LaVIN's warmup + half-cosine schedule by fractional epoch.
 //! * [`io`]: atomic writes, safetensors / PyTorch tensor maps.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod io;
 pub mod lr_sched;
 pub mod optim;
 pub mod params;
 pub mod pretrain;
 pub mod report;
+pub mod run;
 pub mod trainer;
+pub mod validate;

@@ -1,0 +1,409 @@
+//! The `train` command end to end: resolve flags + config, pick the backend, load the frozen
+//! base (bundled tiny base, a real LLaMA + CLIP, or random weights), tokenise the data, resume,
+//! train the adapters, validate, and write `config.toml`, checkpoints, `metrics.jsonl`,
+//! `loss.png`, `adapters.safetensors` and `summary.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+
+use lavin_data::{LoadOptions, MissingImage, ScienceQa, Tokenizer};
+use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_model::weights::llama::{read_hf_config, read_meta_params};
+use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
+use lavin_model::{
+    AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType,
+};
+
+use crate::cli::TrainArgs;
+use crate::config::TrainConfig;
+use crate::data::{prompt_format, SqaSource};
+use crate::report::{plot_loss_curve, read_metrics, Summary};
+use crate::trainer::{optimizer_for, resume_from, train, TrainState};
+use crate::validate::{evaluate, ValSet, METHOD};
+
+/// Output directory of the no-argument run.
+pub const DEFAULT_OUTPUT_DIR: &str = "runs/default";
+
+/// Knobs for tests and quick looks (not command-line flags).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Use only the first N training problems (0 = all).
+    pub train_limit: usize,
+    /// Use only the first N validation problems (0 = all).
+    pub val_limit: usize,
+}
+
+/// What the run's model is made of.
+pub struct ModelPlan {
+    /// The model configuration.
+    pub config: LavinConfig,
+    /// Frozen weights to load (`None` = random base).
+    pub spec: Option<LoadSpec>,
+    /// Tokenizer file.
+    pub tokenizer: PathBuf,
+    /// One line describing the base.
+    pub description: String,
+}
+
+/// Resolve flags + TOML into the run's config; the no-argument run writes to `runs/default`.
+pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut cfg = args.resolve()?;
+    let file_sets_output = args
+        .config
+        .as_ref()
+        .and_then(|p| TrainArgs::from_toml_file(p).ok())
+        .is_some_and(|f| f.output_dir.is_some());
+    if args.output_dir.is_none()
+        && !file_sets_output
+        && cfg.llama_model_path.is_none()
+        && cfg.output_dir == TrainConfig::tiny_default().output_dir
+    {
+        cfg.output_dir = PathBuf::from(DEFAULT_OUTPUT_DIR);
+    }
+    Ok(cfg)
+}
+
+fn adapter_config(cfg: &TrainConfig, dropout: f64) -> anyhow::Result<AdapterConfig> {
+    Ok(AdapterConfig {
+        llama: match cfg.adapter_type.as_str() {
+            "attn" => LlamaAdapterType::Attn,
+            "block" => LlamaAdapterType::Block,
+            o => bail!("adapter_type: `{o}` is not one of attn, block"),
+        },
+        visual: match cfg.visual_adapter_type.as_str() {
+            "normal" => VisualAdapterType::Normal,
+            "router" => VisualAdapterType::Router,
+            "router_block" => VisualAdapterType::RouterBlock,
+            o => bail!("visual_adapter_type: `{o}` is not one of normal, router, router_block"),
+        },
+        dim: cfg.adapter_dim,
+        scale: cfg.adapter_scale,
+        temperature: cfg.temperature,
+        hidden_proj: cfg.hidden_proj,
+        dropout,
+        ..AdapterConfig::paper()
+    })
+}
+
+/// Where the bundled tiny base is.
+pub fn bundled_base() -> PathBuf {
+    crate::pretrain::default_assets_dir()
+}
+
+/// The model of the run: a real LLaMA (`--llama-model-path`, Meta or HF layout, `<path>/<llm_model>`
+/// if that folder exists) + CLIP (`--clip-model-path`), or the bundled tiny base, or random
+/// weights at a preset's shapes.
+pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
+    if let Some(root) = &cfg.llama_model_path {
+        if cfg.use_vicuna {
+            bail!("use_vicuna: the Vicuna delta is not supported by lavin-train yet");
+        }
+        let nested = root.join(&cfg.llm_model);
+        let dir = if nested.is_dir() { nested } else { root.clone() };
+        let tokenizer = [root.join("tokenizer.model"), dir.join("tokenizer.model")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "llama_model_path: no tokenizer.model in {} or {}",
+                    root.display(),
+                    dir.display()
+                )
+            })?;
+        let tok = Tokenizer::from_file(&tokenizer)
+            .with_context(|| format!("loading the tokenizer {}", tokenizer.display()))?;
+        let (llama, weights) = if dir.join("params.json").is_file() {
+            (
+                read_meta_params(&dir, tok.n_words())?,
+                LlamaWeights::Meta(dir.clone()),
+            )
+        } else if dir.join("config.json").is_file() {
+            (read_hf_config(&dir)?, LlamaWeights::HuggingFace(dir.clone()))
+        } else {
+            bail!(
+                "llama_model_path: {}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA)",
+                dir.display()
+            );
+        };
+        let clip = cfg.clip_model_path.clone().context(
+            "clip_model_path: required with --llama-model-path (OpenAI ViT-L/14 state dict .pth or HF CLIPVisionModel safetensors)",
+        )?;
+        let mut config = LavinConfig::llama(&cfg.llm_model).unwrap_or_else(LavinConfig::llama_7b);
+        config.llama = llama;
+        config.adapter = adapter_config(cfg, AdapterConfig::paper().dropout)?;
+        config.max_seq_len = cfg.max_seq_len;
+        config.prefix_img = tok.encode("Image: ", false, false)?;
+        config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+        return Ok(ModelPlan {
+            description: format!("LLaMA {} + CLIP {}", dir.display(), clip.display()),
+            config,
+            spec: Some(LoadSpec {
+                llama: weights,
+                clip,
+                adapters: None,
+            }),
+            tokenizer,
+        });
+    }
+    let base = bundled_base();
+    let tiny_tok = crate::pretrain::workspace_root().join("tests/data/parity/tiny-a/tokenizer.model");
+    match cfg.preset.as_str() {
+        "tiny" => {
+            let have_base = base.join(crate::pretrain::LLAMA_DIR).join("config.json").is_file()
+                && base.join(crate::pretrain::CLIP_FILE).is_file()
+                && base.join(crate::pretrain::TOKENIZER_FILE).is_file();
+            let mut config = crate::pretrain::tiny_default();
+            let dropout = config.adapter.dropout;
+            config.adapter = adapter_config(cfg, dropout)?;
+            config.max_seq_len = cfg.max_seq_len;
+            if have_base {
+                Ok(ModelPlan {
+                    description: format!("bundled pretrained tiny base {}", base.display()),
+                    spec: Some(crate::pretrain::tiny_base_spec(&base)),
+                    tokenizer: base.join(crate::pretrain::TOKENIZER_FILE),
+                    config,
+                })
+            } else {
+                let mut config = LavinConfig::tiny();
+                config.adapter = adapter_config(cfg, 0.0)?;
+                config.max_seq_len = cfg.max_seq_len;
+                let tok = Tokenizer::from_file(&tiny_tok)
+                    .with_context(|| format!("loading the tokenizer {}", tiny_tok.display()))?;
+                config.prefix_img = tok.encode("Image: ", false, false)?;
+                config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+                Ok(ModelPlan {
+                    description: format!(
+                        "RANDOM tiny base (no pretrained base in {}): adapters have little to adapt, \
+                         expect weak accuracy",
+                        base.display()
+                    ),
+                    spec: None,
+                    tokenizer: tiny_tok,
+                    config,
+                })
+            }
+        }
+        "small" => {
+            let mut config = LavinConfig::small();
+            config.adapter = adapter_config(cfg, AdapterConfig::paper().dropout)?;
+            config.max_seq_len = cfg.max_seq_len;
+            let tok = Tokenizer::from_file(&tiny_tok)
+                .with_context(|| format!("loading the tokenizer {}", tiny_tok.display()))?;
+            config.prefix_img = tok.encode("Image: ", false, false)?;
+            config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+            Ok(ModelPlan {
+                description: "RANDOM base at `small` shapes (no pretrained weights exist for it)"
+                    .into(),
+                spec: None,
+                tokenizer: tiny_tok,
+                config,
+            })
+        }
+        other => bail!("preset: `{other}` needs --llama-model-path (built-in presets: tiny, small)"),
+    }
+}
+
+/// Run the `train` command: resolve, pick the backend (`backends.toml` job `train`, or
+/// `--backend`), train, validate, report.
+pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
+    let cfg = resolve_config(args)?;
+    let prefs = BackendPrefs::load(cfg.backends_file.as_deref())?;
+    let forced = cfg
+        .backend
+        .as_deref()
+        .map(str::parse::<BackendKind>)
+        .transpose()?;
+    let precision = cfg
+        .precision
+        .as_deref()
+        .map(str::parse::<Precision>)
+        .transpose()?;
+    let choice = prefs.select("train", forced, precision)?;
+    eprintln!("lavin-train: backend {choice}");
+    match choice.backend {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => {
+            run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &Default::default())
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => run_on::<burn::backend::Wgpu>(&cfg, opts, &Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => run_on::<burn::backend::Cuda>(&cfg, opts, &Default::default()),
+        #[allow(unreachable_patterns)]
+        other => bail!(
+            "backend {other} is not compiled into this binary (build with --features {})",
+            other.cargo_feature()
+        ),
+    }
+}
+
+fn is_original_checkpoint(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "pth" || e == "pt")
+}
+
+/// The whole run on backend `B` (autodiff on top).
+pub fn run_on<B: Backend>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    device: &B::Device,
+) -> anyhow::Result<Summary> {
+    type AB<B> = Autodiff<B>;
+    // ---- everything that can fail on bad input, before training ----
+    let plan = plan_model(cfg)?;
+    if cfg.n_prompt != plan.config.n_feats() {
+        bail!(
+            "n_prompt {}: the vision tower ({} blocks) gives {} feature tokens (one per 4 blocks)",
+            cfg.n_prompt,
+            plan.config.clip.layers,
+            plan.config.n_feats()
+        );
+    }
+    if cfg.do_pretrain {
+        let root = cfg
+            .data_root
+            .clone()
+            .unwrap_or_else(crate::pretrain::default_data_root);
+        crate::data::instruct_items(&root).map_err(anyhow::Error::msg)?;
+    }
+    let tok = Tokenizer::from_file(&plan.tokenizer)
+        .with_context(|| format!("loading the tokenizer {}", plan.tokenizer.display()))?;
+    let fmt = prompt_format(&cfg.prompt_format).map_err(anyhow::Error::msg)?;
+    let data_root = cfg
+        .data_root
+        .clone()
+        .unwrap_or_else(crate::pretrain::default_data_root);
+    let sqa = ScienceQa::load(
+        &data_root,
+        &LoadOptions {
+            captions: cfg.caption_file.clone(),
+        },
+    )
+    .with_context(|| format!("data_root {}", data_root.display()))?;
+    let (mut train_items, _) = sqa.items("train", fmt, cfg.use_caption, MissingImage::Error)?;
+    let (mut val_items, _) = sqa.items("val", fmt, cfg.use_caption, MissingImage::Error)?;
+    if opts.train_limit > 0 {
+        train_items.truncate(opts.train_limit);
+    }
+    if opts.val_limit > 0 {
+        val_items.truncate(opts.val_limit);
+    }
+    let t_load = Instant::now();
+    let train_set = SqaSource::from_sqa(&tok, &plan.config, &train_items, cfg.max_seq_len)
+        .map_err(|e| anyhow::anyhow!("train split of {}: {e}", data_root.display()))?;
+    let val_set = ValSet::build(&tok, &plan.config, &sqa, &val_items, cfg.max_seq_len)
+        .map_err(|e| anyhow::anyhow!("val split of {}: {e}", data_root.display()))?;
+    eprintln!(
+        "lavin-train: {} train examples ({} with an image), {} val problems ({} option rows); \
+         images decoded in {:.1}s",
+        train_set.rows.len(),
+        train_set.n_with_image(),
+        val_set.problems.len(),
+        val_set.source.rows.len(),
+        t_load.elapsed().as_secs_f64()
+    );
+
+    B::seed(device, cfg.seed);
+    eprintln!("lavin-train: model: {}", plan.description);
+    let model: Lavin<AB<B>> = match &plan.spec {
+        Some(spec) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
+        None => plan.config.init::<AB<B>>(device),
+    };
+    let mut optim = optimizer_for::<B>(cfg);
+    let (model, state, data_seed) = match &cfg.resume {
+        Some(p) => {
+            let (m, st, seed) = resume_from::<AB<B>>(p, model, &mut optim, device)
+                .with_context(|| format!("resume {}", p.display()))?;
+            let seed = if is_original_checkpoint(p) { cfg.seed } else { seed };
+            eprintln!(
+                "lavin-train: resuming from {} at epoch {}, iteration {}, step {}",
+                p.display(),
+                st.epoch,
+                st.iteration,
+                st.global_step
+            );
+            (m, st, seed)
+        }
+        None => (model, TrainState::default(), cfg.seed),
+    };
+    std::fs::create_dir_all(&cfg.output_dir)
+        .with_context(|| format!("output_dir {}", cfg.output_dir.display()))?;
+    let cfg_path = cfg.save(&cfg.output_dir)?;
+    eprintln!(
+        "lavin-train: config saved to {}; lr {:.3e}, {} epochs, batch {} x accum {}",
+        cfg_path.display(),
+        cfg.resolved_lr(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.accum_iter
+    );
+
+    // ---- training + validation (timed) ----
+    let t0 = Instant::now();
+    let (model, outcome) = train(cfg, model, &mut optim, &train_set, state, data_seed, device)?;
+    eprintln!("lavin-train: validating on {} val problems", val_set.problems.len());
+    let inner = model.valid();
+    let val = evaluate::<B>(&inner, &val_set, 32, device).map_err(anyhow::Error::msg)?;
+    let adapters = cfg.output_dir.join("adapters.safetensors");
+    lavin_model::weights::save_adapters(&inner, &adapters)?;
+    let metrics = read_metrics(&cfg.output_dir.join("metrics.jsonl"))?;
+    let points: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).collect();
+    let finite: Vec<f64> = metrics.iter().map(|m| m.loss).filter(|l| l.is_finite()).collect();
+    let initial_loss = finite.first().copied().unwrap_or(f64::NAN);
+    let tail = finite.len().min(10).max(1);
+    let final_loss = finite[finite.len().saturating_sub(tail)..].iter().sum::<f64>()
+        / tail.min(finite.len()).max(1) as f64;
+    let plot = cfg.output_dir.join("loss.png");
+    let plot_ranges = plot_loss_curve(&plot, &points).ok();
+    let wall = t0.elapsed().as_secs_f64();
+    let summary = Summary {
+        initial_loss,
+        final_loss,
+        val_accuracy: Some(val.accuracy),
+        chance_accuracy: Some(val.chance),
+        val_method: Some(METHOD.into()),
+        trainable_params: outcome.trainable_params,
+        steps: outcome.state.global_step,
+        skipped: outcome.state.skipped,
+        wall_seconds: wall,
+        samples_per_second: outcome.samples as f64 / outcome.train_seconds.max(1e-9),
+    };
+    let sum_path = summary.write(&cfg.output_dir)?;
+    println!("== lavin-train summary ({}) ==", cfg.output_dir.display());
+    println!("model              {}", plan.description);
+    println!("trainable params   {}", summary.trainable_params);
+    println!("steps              {} ({} skipped)", summary.steps, summary.skipped);
+    println!(
+        "loss               {:.4} -> {:.4} (x{:.3})",
+        initial_loss,
+        final_loss,
+        final_loss / initial_loss
+    );
+    println!(
+        "val accuracy       {:.1}% vs chance {:.1}% ({} problems, {})",
+        100.0 * val.accuracy,
+        100.0 * val.chance,
+        val.n,
+        "likelihood of \"The answer is X.\""
+    );
+    println!(
+        "wall               {:.1}s (training + validation), {:.1} samples/s",
+        wall, summary.samples_per_second
+    );
+    if let Some(((x0, x1), (y0, y1))) = plot_ranges {
+        println!(
+            "loss curve         {} (steps {x0:.0}..{x1:.0}, loss {y0:.3}..{y1:.3})",
+            plot.display()
+        );
+    }
+    println!("adapters           {}", adapters.display());
+    if let Some(ck) = &outcome.last_checkpoint {
+        println!("checkpoint         {}", ck.display());
+    }
+    println!("summary            {}", sum_path.display());
+    Ok(summary)
+}
