@@ -20,6 +20,7 @@ pub mod lavin;
 pub mod llama;
 pub mod loss;
 pub mod parity;
+pub mod quant;
 pub mod weights;
 
 pub use config::{
