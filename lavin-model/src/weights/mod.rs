@@ -10,6 +10,7 @@ pub mod clip;
 pub mod llama;
 pub mod names;
 pub mod source;
+pub mod torch_pickle;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@ use burn::tensor::{DType, TensorData};
 use burn_store::pytorch::PytorchReader;
 use safetensors::Dtype;
 
+use super::torch_pickle::TorchPickleReader;
 use crate::error::WeightsError;
 
 /// A tensor on the host in f32, with its shape.
@@ -83,7 +84,7 @@ fn check_exists(path: &Path) -> Result<(), WeightsError> {
 /// A PyTorch `.pth` zip archive, optionally under a top-level key (`{'model': {...}}`).
 pub struct PthSource {
     path: PathBuf,
-    reader: PytorchReader,
+    reader: PthReader,
     /// Prefix stripped from every key (`module.` from multi-GPU training).
     strip: Option<String>,
 }
@@ -94,8 +95,24 @@ impl PthSource {
         let reader = match top_level_key {
             Some(k) => PytorchReader::with_top_level_key(path, k),
             None => PytorchReader::new(path),
-        }
-        .map_err(|e| WeightsError::format(path, "PyTorch checkpoint", e))?;
+        };
+        let reader = match reader {
+            Ok(r) => PthReader::Burn(r),
+            // Training checkpoints (`{'model', 'optimizer': {'state': {0: ..}}, 'args':
+            // Namespace(..)}`) defeat burn-store's reader; the tolerant one skips what it
+            // does not need.
+            Err(e) => match TorchPickleReader::open(path, top_level_key) {
+                Ok(r) => PthReader::Pickle(r),
+                Err(WeightsError::Format { reason, .. }) => {
+                    return Err(WeightsError::format(
+                        path,
+                        "PyTorch checkpoint",
+                        format!("{e}; tolerant reader: {reason}"),
+                    ))
+                }
+                Err(other) => return Err(other),
+            },
+        };
         Ok(Self {
             path: path.to_path_buf(),
             reader,
@@ -110,12 +127,34 @@ impl PthSource {
     }
 
     fn file_key(&self, key: &str) -> Option<String> {
-        if self.reader.get(key).is_some() {
+        if self.reader.contains(key) {
             return Some(key.to_string());
         }
         let p = self.strip.as_ref()?;
         let k = format!("{p}{key}");
-        self.reader.get(&k).map(|_| k)
+        self.reader.contains(&k).then_some(k)
+    }
+}
+
+/// burn-store's reader, or the tolerant fallback for full training checkpoints.
+enum PthReader {
+    Burn(PytorchReader),
+    Pickle(TorchPickleReader),
+}
+
+impl PthReader {
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            Self::Burn(r) => r.get(key).is_some(),
+            Self::Pickle(r) => r.contains(key),
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Self::Burn(r) => r.keys(),
+            Self::Pickle(r) => r.keys(),
+        }
     }
 }
 
@@ -137,7 +176,11 @@ impl TensorSource for PthSource {
         let Some(k) = self.file_key(key) else {
             return Ok(None);
         };
-        let snapshot = self.reader.get(&k).expect("key checked above");
+        let reader = match &self.reader {
+            PthReader::Burn(r) => r,
+            PthReader::Pickle(r) => return r.get(&k),
+        };
+        let snapshot = reader.get(&k).expect("key checked above");
         let data = snapshot.to_data().map_err(|e| {
             WeightsError::format(
                 &self.path,
