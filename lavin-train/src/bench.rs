@@ -123,7 +123,15 @@ pub fn bench_on<B: Backend>(
         let t = Instant::now();
         let out = model.forward_train(b);
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = step_module(&mut optim, model, &mut grads, 1e-4, 1.0, &lavin_trainable_name)?.0;
+        model = step_module(
+            &mut optim,
+            model,
+            &mut grads,
+            1e-4,
+            1.0,
+            &lavin_trainable_name,
+        )?
+        .0;
         // Synchronise: read one adapter value back.
         let _ = model
             .adapter_modality_embedding

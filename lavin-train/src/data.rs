@@ -147,7 +147,8 @@ impl SqaSource {
         let mut rows = Vec::with_capacity(items.len());
         let mut paths = Vec::new();
         for (prompt, answer, image) in items {
-            let t = tokenize_example(tok, prompt, answer, max_seq_len).map_err(|e| e.to_string())?;
+            let t =
+                tokenize_example(tok, prompt, answer, max_seq_len).map_err(|e| e.to_string())?;
             let image = image.as_ref().map(|p| {
                 paths.push(p.clone());
                 paths.len() - 1
@@ -274,7 +275,9 @@ pub fn prompt_format(name: &str) -> Result<PromptFormat, String> {
 
 /// The instruction data as `(prompt, answer, image)` triples (`--do-pretrain`).
 pub fn instruct_items(_root: &Path) -> Result<Vec<(String, String, Option<PathBuf>)>, String> {
-    Err("--do-pretrain (instruction data) is not wired into `lavin-train` yet; \
+    Err(
+        "--do-pretrain (instruction data) is not wired into `lavin-train` yet; \
          use ScienceQA (the default)"
-        .into())
+            .into(),
+    )
 }

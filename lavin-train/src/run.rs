@@ -15,9 +15,7 @@ use lavin_data::{LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
 use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
-use lavin_model::{
-    AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType,
-};
+use lavin_model::{AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType};
 
 use crate::cli::TrainArgs;
 use crate::config::TrainConfig;
@@ -104,7 +102,11 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
             bail!("use_vicuna: the Vicuna delta is not supported by lavin-train yet");
         }
         let nested = root.join(&cfg.llm_model);
-        let dir = if nested.is_dir() { nested } else { root.clone() };
+        let dir = if nested.is_dir() {
+            nested
+        } else {
+            root.clone()
+        };
         let tokenizer = [root.join("tokenizer.model"), dir.join("tokenizer.model")]
             .into_iter()
             .find(|p| p.is_file())
@@ -123,7 +125,10 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 LlamaWeights::Meta(dir.clone()),
             )
         } else if dir.join("config.json").is_file() {
-            (read_hf_config(&dir)?, LlamaWeights::HuggingFace(dir.clone()))
+            (
+                read_hf_config(&dir)?,
+                LlamaWeights::HuggingFace(dir.clone()),
+            )
         } else {
             bail!(
                 "llama_model_path: {}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA)",
@@ -151,10 +156,14 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
         });
     }
     let base = bundled_base();
-    let tiny_tok = crate::pretrain::workspace_root().join("tests/data/parity/tiny-a/tokenizer.model");
+    let tiny_tok =
+        crate::pretrain::workspace_root().join("tests/data/parity/tiny-a/tokenizer.model");
     match cfg.preset.as_str() {
         "tiny" => {
-            let have_base = base.join(crate::pretrain::LLAMA_DIR).join("config.json").is_file()
+            let have_base = base
+                .join(crate::pretrain::LLAMA_DIR)
+                .join("config.json")
+                .is_file()
                 && base.join(crate::pretrain::CLIP_FILE).is_file()
                 && base.join(crate::pretrain::TOKENIZER_FILE).is_file();
             let mut config = crate::pretrain::tiny_default();
@@ -204,7 +213,9 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 config,
             })
         }
-        other => bail!("preset: `{other}` needs --llama-model-path (built-in presets: tiny, small)"),
+        other => {
+            bail!("preset: `{other}` needs --llama-model-path (built-in presets: tiny, small)")
+        }
     }
 }
 
@@ -318,7 +329,11 @@ pub fn run_on<B: Backend>(
         Some(p) => {
             let (m, st, seed) = resume_from::<AB<B>>(p, model, &mut optim, device)
                 .with_context(|| format!("resume {}", p.display()))?;
-            let seed = if is_original_checkpoint(p) { cfg.seed } else { seed };
+            let seed = if is_original_checkpoint(p) {
+                cfg.seed
+            } else {
+                seed
+            };
             eprintln!(
                 "lavin-train: resuming from {} at epoch {}, iteration {}, step {}",
                 p.display(),
@@ -345,17 +360,26 @@ pub fn run_on<B: Backend>(
     // ---- training + validation (timed) ----
     let t0 = Instant::now();
     let (model, outcome) = train(cfg, model, &mut optim, &train_set, state, data_seed, device)?;
-    eprintln!("lavin-train: validating on {} val problems", val_set.problems.len());
+    eprintln!(
+        "lavin-train: validating on {} val problems",
+        val_set.problems.len()
+    );
     let inner = model.valid();
     let val = evaluate::<B>(&inner, &val_set, 32, device).map_err(anyhow::Error::msg)?;
     let adapters = cfg.output_dir.join("adapters.safetensors");
     lavin_model::weights::save_adapters(&inner, &adapters)?;
     let metrics = read_metrics(&cfg.output_dir.join("metrics.jsonl"))?;
     let points: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).collect();
-    let finite: Vec<f64> = metrics.iter().map(|m| m.loss).filter(|l| l.is_finite()).collect();
+    let finite: Vec<f64> = metrics
+        .iter()
+        .map(|m| m.loss)
+        .filter(|l| l.is_finite())
+        .collect();
     let initial_loss = finite.first().copied().unwrap_or(f64::NAN);
-    let tail = finite.len().min(10).max(1);
-    let final_loss = finite[finite.len().saturating_sub(tail)..].iter().sum::<f64>()
+    let tail = finite.len().clamp(1, 10);
+    let final_loss = finite[finite.len().saturating_sub(tail)..]
+        .iter()
+        .sum::<f64>()
         / tail.min(finite.len()).max(1) as f64;
     let plot = cfg.output_dir.join("loss.png");
     let plot_ranges = plot_loss_curve(&plot, &points).ok();
@@ -376,7 +400,10 @@ pub fn run_on<B: Backend>(
     println!("== lavin-train summary ({}) ==", cfg.output_dir.display());
     println!("model              {}", plan.description);
     println!("trainable params   {}", summary.trainable_params);
-    println!("steps              {} ({} skipped)", summary.steps, summary.skipped);
+    println!(
+        "steps              {} ({} skipped)",
+        summary.steps, summary.skipped
+    );
     println!(
         "loss               {:.4} -> {:.4} (x{:.3})",
         initial_loss,
@@ -384,11 +411,10 @@ pub fn run_on<B: Backend>(
         final_loss / initial_loss
     );
     println!(
-        "val accuracy       {:.1}% vs chance {:.1}% ({} problems, {})",
+        "val accuracy       {:.1}% vs chance {:.1}% ({} problems, likelihood of \"The answer is X.\")",
         100.0 * val.accuracy,
         100.0 * val.chance,
         val.n,
-        "likelihood of \"The answer is X.\""
     );
     println!(
         "wall               {:.1}s (training + validation), {:.1} samples/s",

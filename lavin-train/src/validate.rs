@@ -114,9 +114,7 @@ pub fn evaluate<B: Backend>(
     let mut hit = 0usize;
     for &(first, n, answer) in &set.problems {
         let s = &scores[first..first + n];
-        let best = (0..n)
-            .max_by(|&a, &b| s[a].total_cmp(&s[b]))
-            .unwrap_or(0);
+        let best = (0..n).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap_or(0);
         hit += (best == answer) as usize;
     }
     Ok(ValResult {

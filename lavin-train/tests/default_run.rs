@@ -61,7 +61,10 @@ fn default_pipeline_outputs_and_exact_resume() {
     // metrics, plot, config
     let m = read_metrics(&a.join("metrics.jsonl")).unwrap();
     assert_eq!(m.len(), 8);
-    assert_eq!(m.iter().map(|x| x.step).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        m.iter().map(|x| x.step).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
     assert_eq!(&std::fs::read(a.join("loss.png")).unwrap()[1..4], b"PNG");
     let cfg = TrainConfig::load(&a.join("config.toml")).unwrap();
     assert_eq!(cfg.batch_size, 4);
@@ -116,7 +119,10 @@ fn bad_input_fails_before_training() {
     let mut a = args(&out);
     a.llama_model_path = Some(tmp.path().to_path_buf());
     let e = format!("{:#}", run(&a, &OPTS).unwrap_err());
-    assert!(e.contains("llama_model_path") || e.contains("clip_model_path"), "{e}");
+    assert!(
+        e.contains("llama_model_path") || e.contains("clip_model_path"),
+        "{e}"
+    );
     assert!(!out.join("metrics.jsonl").exists());
     // no-argument run resolves to runs/default
     let c = resolve_config(&TrainArgs::default()).unwrap();
