@@ -189,7 +189,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .select("train", forced, precision)
         .context("backend")?;
     let name = choice.to_string();
-    let r = match choice.backend {
+    let r: BenchReport = match choice.backend {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => {
             bench_on::<burn::backend::NdArray<f32>>(args, &name, &Default::default())?
