@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(a.prompt_format, "QCM-ALE");
         assert_eq!(a.max_batch_size, 64);
         assert_eq!(a.max_gen_len, 64);
-        assert_eq!(a.model.n_prompt, 6);
+        assert_eq!(a.model.n_prompt, None);
         assert_eq!(a.model.temperature, None);
         let p = a.decode.params(a.max_gen_len);
         assert_eq!((p.temperature, p.top_p, p.seed), (0.1, 0.75, 1));
@@ -497,8 +497,19 @@ mod tests {
     }
 
     #[test]
-    fn model_commands_say_not_wired() {
-        let cli = Cli::try_parse_from(["lavin-infer", "bench"]).unwrap();
-        assert!(run(cli).unwrap_err().to_string().contains("not wired"));
+    fn bench_runs_and_names_a_bad_preset() {
+        let args = [
+            "lavin-infer",
+            "bench",
+            "--batch-size",
+            "1",
+            "--prompt-len",
+            "8",
+            "--max-gen-len",
+            "2",
+        ];
+        run(Cli::try_parse_from(args).unwrap()).unwrap();
+        let cli = Cli::try_parse_from(["lavin-infer", "bench", "--preset", "huge"]).unwrap();
+        assert!(run(cli).unwrap_err().to_string().contains("huge"));
     }
 }

@@ -73,9 +73,16 @@ pub fn resolve_config(
         Some(name) => LavinConfig::preset(name).with_context(|| {
             format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)")
         })?,
-        None if args.llama_model_path.is_none() => bundled_clip_config()?,
+        // The bundled base: its own shapes (CLIP heads are not recoverable from weights there).
+        None if args.llama_model_path.is_none() => lavin_train::pretrain::tiny_default(),
         None => LavinConfig::llama_7b(),
     };
+    if args.llama_model_path.is_some() {
+        // The vision tower's shape comes from its weights (as OpenAI's loader does it).
+        let clip = lavin_model::weights::clip::open_clip(&clip_path(args)?)?;
+        config.clip = lavin_model::weights::clip::infer_config(clip.as_ref())?;
+    }
+    let base_hidden_proj = config.adapter.hidden_proj;
     config.llama = llama;
     config.max_seq_len = args.max_seq_len;
     config.adapter = AdapterConfig {
@@ -95,14 +102,13 @@ pub fn resolve_config(
         dim: args.adapter_dim,
         scale: args.adapter_scale as f64,
         temperature: router_temperature as f64,
-        hidden_proj: args.hidden_proj,
+        hidden_proj: args.hidden_proj.unwrap_or(base_hidden_proj),
         dropout: 0.0,
         ..AdapterConfig::paper()
     };
-    if args.n_prompt != config.n_feats() {
+    if let Some(n) = args.n_prompt.filter(|&n| n != config.n_feats()) {
         bail!(
-            "--n-prompt {}: the vision tower ({} blocks) gives {} features (one per 4 blocks)",
-            args.n_prompt,
+            "--n-prompt {n}: the vision tower ({} blocks) gives {} features (one per 4 blocks)",
             config.clip.layers,
             config.n_feats()
         );
@@ -112,25 +118,10 @@ pub fn resolve_config(
     Ok((config, weights))
 }
 
-/// The bundled base's CLIP shape, from `assets/tiny-base/clip.json`.
-fn bundled_clip_config() -> anyhow::Result<LavinConfig> {
-    let path = bundled_base().join("clip.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{}: cannot read the bundled base's CLIP config",
-            path.display()
-        )
-    })?;
-    let mut config = LavinConfig::tiny();
-    config.clip = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a CLIP config", path.display()))?;
-    Ok(config)
-}
-
 fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     match (&args.clip_path, &args.llama_model_path) {
         (Some(p), _) => Ok(p.clone()),
-        (None, None) => Ok(bundled_base().join("clip.safetensors")),
+        (None, None) => Ok(bundled_base().join("clip-vision.safetensors")),
         (None, Some(_)) => bail!("--clip-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see the README)"),
     }
 }

@@ -43,9 +43,10 @@ pub struct ModelArgs {
     /// Context length.
     #[arg(long, default_value_t = 512)]
     pub max_seq_len: usize,
-    /// Number of image features (6 for ViT-L/14).
-    #[arg(long, default_value_t = 6)]
-    pub n_prompt: usize,
+    /// Number of image features; must equal the vision tower's blocks / 4 (6 for ViT-L/14),
+    /// which is also the default.
+    #[arg(long)]
+    pub n_prompt: Option<usize>,
     /// ROUTER temperature of the adapters (not the sampling temperature). Default: 10 for
     /// ScienceQA, 5 for chat, serve and MME, as the original scripts.
     #[arg(long)]
@@ -59,9 +60,10 @@ pub struct ModelArgs {
     /// Adapter scale.
     #[arg(long, default_value_t = 1.0)]
     pub adapter_scale: f32,
-    /// Hidden size of the image projection.
-    #[arg(long, default_value_t = 128)]
-    pub hidden_proj: usize,
+    /// Hidden size of the image projection (default: 128 as the paper; the bundled tiny base's
+    /// own value without --llama-model-path).
+    #[arg(long)]
+    pub hidden_proj: Option<usize>,
     /// CLIP adapter type: router, router_block or normal.
     #[arg(long, default_value = "router")]
     pub visual_adapter_type: String,
@@ -90,5 +92,6 @@ pub fn load_generator(
     args: &ModelArgs,
     router_temperature: f32,
 ) -> anyhow::Result<Box<dyn Generator>> {
-    crate::load::load(args, router_temperature).map_err(|e| e.context(format!("{command}: loading the model")))
+    crate::load::load(args, router_temperature)
+        .map_err(|e| e.context(format!("{command}: loading the model")))
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
-use lavin_infer::generator::{Generator, ScriptedGenerator};
+use lavin_infer::generator::Generator;
 use lavin_infer::serve::ServeConfig;
 use serde_json::json;
 
@@ -85,10 +85,18 @@ fn artifact_dir() -> PathBuf {
     target.join("browser-e2e")
 }
 
-/// The model behind the page. A scripted fake that describes what it received (the delay makes
-/// the stream visible); swap in the tiny LaVIN model here, and relax the exact-text check below.
+/// The model behind the page: the real tiny LaVIN (the bundled pretrained base, router
+/// temperature 5 as the demo), exactly what `lavin-infer serve` loads without flags.
 fn test_generator() -> Box<dyn Generator> {
-    Box::new(ScriptedGenerator::echo().with_delay(Duration::from_millis(60)))
+    use clap::Parser;
+    let cli =
+        lavin_infer::cli::Cli::try_parse_from(["lavin-infer", "serve", "--max-seq-len", "160"])
+            .expect("flags");
+    let lavin_infer::cli::Command::Serve(args) = cli.command else {
+        unreachable!("parsed serve")
+    };
+    lavin_infer::wiring::load_generator("browser test", &args.model, 5.0)
+        .expect("the bundled tiny model loads")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,13 +177,11 @@ async fn chat_page_streams_an_answer_about_an_uploaded_image() {
     let shot_path = shot_path.canonicalize().unwrap_or(shot_path);
     println!("screenshot: {}", shot_path.display());
 
-    assert_eq!(
-        text,
-        "I see an image and you said: Instruction:  What shape is this?"
-    );
+    // A real (tiny) model: its words are its own, but a reply must have streamed in.
+    assert!(!text.trim().is_empty(), "the assistant message is empty");
     assert!(
-        chunks > 3,
-        "the answer should arrive in several chunks, got {chunks}"
+        chunks >= 1,
+        "the answer should arrive as streamed chunks, got {chunks}"
     );
     assert!(
         shot.starts_with(&[0x89, b'P', b'N', b'G']),

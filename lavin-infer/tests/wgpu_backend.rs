@@ -16,17 +16,36 @@ use lavin_model::Positions;
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
 
 fn logits<B: Backend>(case: &Case, device: &B::Device) -> Vec<f32> {
-    let model = case.load_model::<B>(case.meta_llama(), device).expect("load tiny-a");
-    host(model.forward_train(case.batch(device).expect("batch")).logits)
+    let model = case
+        .load_model::<B>(case.meta_llama(), device)
+        .expect("load tiny-a");
+    host(
+        model
+            .forward_train(case.batch(device).expect("batch"))
+            .logits,
+    )
 }
 
 fn greedy<B: Backend>(case: &Case, device: &B::Device) -> Vec<Vec<u32>> {
-    let model = case.load_model::<B>(case.meta_llama(), device).expect("load tiny-a");
-    let tokenizer = Arc::new(Tokenizer::from_file(format!("{CASE}/tokenizer.model")).expect("tokenizer"));
+    let model = case
+        .load_model::<B>(case.meta_llama(), device)
+        .expect("load tiny-a");
+    let tokenizer =
+        Arc::new(Tokenizer::from_file(format!("{CASE}/tokenizer.model")).expect("tokenizer"));
     let mut g = LavinGenerator::new(model, tokenizer, device.clone(), Positions::Faithful);
-    let params = SamplingParams { max_gen_len: 4, temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0 };
+    let params = SamplingParams {
+        max_gen_len: 4,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+    };
     let requests = [GenRequest::text("Question: Which is soft?\nResponse:")];
-    g.generate(&requests, &params, &mut |_, _| {}).expect("generate").into_iter().map(|o| o.token_ids).collect()
+    g.generate(&requests, &params, &mut |_, _| {})
+        .expect("generate")
+        .into_iter()
+        .map(|o| o.token_ids)
+        .collect()
 }
 
 #[test]
@@ -37,6 +56,13 @@ fn wgpu_matches_ndarray() {
     let on_gpu = logits::<Wgpu>(&case, &wgpu);
     let check = Check::close("wgpu logits vs ndarray", &on_gpu, &reference, 1e-4, true);
     println!("{} {:.3e}", check.name, check.error);
-    assert!(check.pass(), "wgpu logits differ from ndarray by {:.3e} (relative)", check.error);
-    assert_eq!(greedy::<Wgpu>(&case, &wgpu), greedy::<NdArray>(&case, &Default::default()));
+    assert!(
+        check.pass(),
+        "wgpu logits differ from ndarray by {:.3e} (relative)",
+        check.error
+    );
+    assert_eq!(
+        greedy::<Wgpu>(&case, &wgpu),
+        greedy::<NdArray>(&case, &Default::default())
+    );
 }

@@ -135,11 +135,28 @@ pub fn infer_config(source: &dyn TensorSource) -> Result<crate::config::ClipConf
     let patch_size = conv.shape[2];
     let grid = ((pos.shape[0] - 1) as f64).sqrt().round() as usize;
     let mut layers = 0;
-    while source.get(&format!("visual.transformer.resblocks.{layers}.ln_1.weight"))?.is_some() {
+    while source
+        .get(&format!(
+            "visual.transformer.resblocks.{layers}.ln_1.weight"
+        ))?
+        .is_some()
+    {
         layers += 1;
     }
     if layers == 0 || grid * grid + 1 != pos.shape[0] {
-        return Err(WeightsError::Config { path: source.path().to_path_buf(), message: format!("not a CLIP vision tower: {layers} blocks, {} positions", pos.shape[0]) });
+        return Err(WeightsError::Config {
+            path: source.path().to_path_buf(),
+            message: format!(
+                "not a CLIP vision tower: {layers} blocks, {} positions",
+                pos.shape[0]
+            ),
+        });
     }
-    Ok(crate::config::ClipConfig { input_resolution: grid * patch_size, patch_size, width, layers, heads: (width / 64).max(1) })
+    Ok(crate::config::ClipConfig {
+        input_resolution: grid * patch_size,
+        patch_size,
+        width,
+        layers,
+        heads: (width / 64).max(1),
+    })
 }

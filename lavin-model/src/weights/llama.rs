@@ -202,7 +202,7 @@ impl TensorSource for MetaShards {
 }
 
 /// Maps a Meta key to its Hugging Face name.
-fn hf_key(meta: &str) -> Option<String> {
+pub fn hf_key(meta: &str) -> Option<String> {
     let direct = match meta {
         "tok_embeddings.weight" => Some("model.embed_tokens.weight"),
         "norm.weight" => Some("model.norm.weight"),

@@ -18,28 +18,7 @@ use super::{PretrainError, CLIP_FILE, LLAMA_DIR, TOKENIZER_FILE};
 type Named = (String, Vec<usize>, Vec<f32>);
 
 /// Hugging Face name of a Meta LLaMA key (`None`: not a base LLaMA weight).
-pub fn hf_name(meta: &str) -> Option<String> {
-    match meta {
-        "tok_embeddings.weight" => return Some("model.embed_tokens.weight".into()),
-        "norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
-    }
-    let (n, name) = meta.strip_prefix("layers.")?.split_once('.')?;
-    let hf = match name {
-        "attention.wq.weight" => "self_attn.q_proj.weight",
-        "attention.wk.weight" => "self_attn.k_proj.weight",
-        "attention.wv.weight" => "self_attn.v_proj.weight",
-        "attention.wo.weight" => "self_attn.o_proj.weight",
-        "feed_forward.w1.weight" => "mlp.gate_proj.weight",
-        "feed_forward.w2.weight" => "mlp.down_proj.weight",
-        "feed_forward.w3.weight" => "mlp.up_proj.weight",
-        "attention_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{n}.{hf}"))
-}
+pub use lavin_model::weights::llama::hf_key as hf_name;
 
 /// HF's q/k row order: `W_hf = W_meta.view(h, hd/2, 2, dim).transpose(1, 2).reshape(...)`.
 pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
