@@ -29,7 +29,7 @@ pub mod vision;
 
 use std::path::{Path, PathBuf};
 
-use lavin_model::{AdapterConfig, ClipConfig, LavinConfig, LlamaConfig};
+use lavin_model::LavinConfig;
 
 pub use data::PretrainData;
 pub use export::{export_base, load_tiny_base, tiny_base_spec};
@@ -89,34 +89,16 @@ impl PretrainError {
 /// Prefix ids are `encode("Image: ")` / `encode("Image: N/A")` of the bundled tokenizer
 /// (checked by a test).
 pub fn tiny_default() -> LavinConfig {
-    LavinConfig {
-        llama: LlamaConfig {
-            dim: 64,
-            n_layers: 4,
-            n_heads: 4,
-            n_kv_heads: None,
-            vocab_size: 512,
-            multiple_of: 32,
-            ffn_dim_multiplier: None,
-            norm_eps: 1e-6,
-            rope_theta: 10_000.0,
-        },
-        clip: ClipConfig {
-            input_resolution: 224,
-            patch_size: 32,
-            width: 64,
-            layers: 8,
-            heads: 2,
-        },
-        adapter: AdapterConfig {
-            hidden_proj: 32,
-            dropout: 0.0,
-            ..AdapterConfig::paper()
-        },
-        max_seq_len: 96,
-        prefix_img: PREFIX_IMG.to_vec(),
-        prefix_nonimg: PREFIX_NONIMG.to_vec(),
-    }
+    // The parity case's shapes (LavinConfig::tiny) with a deeper LLaMA and a narrower CLIP.
+    let mut c = LavinConfig::tiny();
+    c.llama.n_layers = 4;
+    c.clip.width = 64;
+    c.adapter.hidden_proj = 32;
+    c.adapter.dropout = 0.0;
+    c.max_seq_len = 96;
+    c.prefix_img = PREFIX_IMG.to_vec();
+    c.prefix_nonimg = PREFIX_NONIMG.to_vec();
+    c
 }
 
 /// `encode("Image: ", bos=False, eos=False)` with the bundled tokenizer.
