@@ -197,14 +197,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Read a `--config` TOML file.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        crate::config::read_toml(path)
     }
 
     /// Overlay the values set in `self` onto `c`.
