@@ -7,7 +7,7 @@
 //! `ndarray`, `wgpu`, `cuda` of `lavin-model`). Forcing a backend that is not compiled in gives an
 //! error naming the cargo feature to build with.
 //!
-//! The file format is a small TOML subset (this crate does not depend on a TOML parser):
+//! The file is TOML (read with the `toml` crate; errors name the file and line):
 //! a `[jobs]` table whose keys are arrays of strings; `#` comments.
 
 use std::collections::BTreeMap;
@@ -287,75 +287,46 @@ impl BackendPrefs {
         }
     }
 
-    /// Parse the TOML subset (`[jobs]` with `name = ["backend:precision", ...]`).
+    /// Parses `[jobs]` with `name = ["backend:precision", ...]` (precision defaults to f32).
+    /// Errors name the origin and the 1-based line of the offending entry.
     pub fn parse(text: &str, origin: &str) -> Result<Self, BackendError> {
-        let perr = |line: usize, message: String| BackendError::Parse {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            jobs: BTreeMap<String, Vec<toml::Spanned<String>>>,
+        }
+        let line_of = |offset: usize| text[..offset.min(text.len())].lines().count().max(1);
+        let perr = |offset: usize, message: String| BackendError::Parse {
             origin: origin.to_string(),
-            line,
+            line: line_of(offset),
             message,
         };
+        let file: File = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            // A span that starts at a line break belongs to the next line.
+            let offset = if text[offset.min(text.len())..].starts_with('\n') { offset + 1 } else { offset };
+            perr(offset, e.message().to_string())
+        })?;
         let mut jobs = BTreeMap::new();
-        let mut in_jobs = false;
-        // (key, start line, accumulated value text)
-        let mut pending: Option<(String, usize, String)> = None;
-        for (i, raw) in text.lines().enumerate() {
-            let lineno = i + 1;
-            let line = strip_comment(raw).trim().to_string();
-            if let Some((key, start, mut acc)) = pending.take() {
-                acc.push(' ');
-                acc.push_str(&line);
-                if acc.contains(']') {
-                    jobs.insert(key, parse_list(&acc, start, origin)?);
-                } else {
-                    pending = Some((key, start, acc));
-                }
-                continue;
+        for (job, entries) in file.jobs {
+            if entries.is_empty() {
+                return Err(BackendError::Parse {
+                    origin: origin.to_string(),
+                    line: 1,
+                    message: format!("job `{job}`: empty backend list"),
+                });
             }
-            if line.is_empty() {
-                continue;
+            let mut list = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let at = entry.span().start;
+                let (b, p) = entry.get_ref().split_once(':').unwrap_or((entry.get_ref(), "f32"));
+                let err = |e: BackendError| perr(at, format!("job `{job}`: {e}"));
+                list.push(BackendChoice {
+                    backend: b.parse().map_err(err)?,
+                    precision: p.parse().map_err(err)?,
+                });
             }
-            if line.starts_with('[') {
-                let name = line.trim_start_matches('[').trim_end_matches(']').trim();
-                if name != "jobs" {
-                    return Err(perr(
-                        lineno,
-                        format!("unknown table `[{name}]` (only [jobs])"),
-                    ));
-                }
-                in_jobs = true;
-                continue;
-            }
-            if !in_jobs {
-                return Err(perr(
-                    lineno,
-                    "entries must be inside the [jobs] table".into(),
-                ));
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(perr(
-                    lineno,
-                    format!("expected `job = [\"backend:precision\", ...]`, got `{line}`"),
-                ));
-            };
-            let key = key.trim().trim_matches('"').to_string();
-            if key.is_empty() {
-                return Err(perr(lineno, "empty job name".into()));
-            }
-            let value = value.trim().to_string();
-            if !value.starts_with('[') {
-                return Err(perr(
-                    lineno,
-                    format!("job `{key}`: value must be an array of strings"),
-                ));
-            }
-            if value.contains(']') {
-                jobs.insert(key, parse_list(&value, lineno, origin)?);
-            } else {
-                pending = Some((key, lineno, value));
-            }
-        }
-        if let Some((key, start, _)) = pending {
-            return Err(perr(start, format!("job `{key}`: unterminated array")));
+            jobs.insert(job, list);
         }
         Ok(Self {
             origin: origin.to_string(),
@@ -415,50 +386,6 @@ impl BackendPrefs {
         choice.backend.check_precision(choice.precision)?;
         Ok(choice)
     }
-}
-
-fn strip_comment(line: &str) -> &str {
-    let mut in_str = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => in_str = !in_str,
-            '#' if !in_str => return &line[..i],
-            _ => {}
-        }
-    }
-    line
-}
-
-fn parse_list(value: &str, line: usize, origin: &str) -> Result<Vec<BackendChoice>, BackendError> {
-    let perr = |message: String| BackendError::Parse {
-        origin: origin.to_string(),
-        line,
-        message,
-    };
-    let inner = value
-        .trim()
-        .strip_prefix('[')
-        .and_then(|v| v.trim_end().strip_suffix(']'))
-        .ok_or_else(|| perr(format!("expected an array, got `{}`", value.trim())))?;
-    let mut out = Vec::new();
-    for item in inner.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        let s = item
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .ok_or_else(|| perr(format!("expected a quoted string, got `{item}`")))?;
-        let (b, p) = s.split_once(':').unwrap_or((s, "f32"));
-        let backend = b.parse().map_err(|e: BackendError| perr(e.to_string()))?;
-        let precision = p.parse().map_err(|e: BackendError| perr(e.to_string()))?;
-        out.push(BackendChoice { backend, precision });
-    }
-    if out.is_empty() {
-        return Err(perr("empty backend list".into()));
-    }
-    Ok(out)
 }
 
 /// Parse `--devices`: comma-separated, distinct device indices (`0`, `0,1`, ` 2, 3 `).
@@ -576,7 +503,11 @@ mod tests {
         let e = BackendPrefs::parse("[other]\n", "f.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("[other]"));
+        assert!(e.contains("other"), "{e}");
+        let e = BackendPrefs::parse("[jobs]\ntrain = \"cuda\"\n", "g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("g.toml:2:"), "{e}");
         let multi = BackendPrefs::parse(
             "[jobs] # c\nx = [\n \"wgpu:fp16\", # a\n \"ndarray\"\n]\n",
             "m",
