@@ -1,7 +1,7 @@
 //! Assembling problems into splits: type schedule, balanced answer positions, uniqueness and
 //! qids.
 
-use crate::kinds::{draft, QType};
+use crate::kinds::{draft, fixed_choices, QType};
 use crate::rng::Rng;
 use crate::scene::Scene;
 use serde::Serialize;
@@ -152,10 +152,19 @@ fn draw_unique(
             continue;
         }
         let grade = rng.range_i32(meta.grades.0, meta.grades.1);
+        // Picture types: the full list in its fixed order replaces the drawn subset (after
+        // every draw, so the random streams and all other problems stay as they were).
+        let (choices, answer) = match fixed_choices(t) {
+            Some(all) => {
+                let at = all.iter().position(|c| *c == d.answer).unwrap_or(0);
+                (all.into_iter().map(String::from).collect(), at)
+            }
+            None => (rest, pos),
+        };
         let problem = Problem {
             question: d.question,
-            choices: rest,
-            answer: pos,
+            choices,
+            answer,
             hint: d.hint,
             image: d.scene.as_ref().map(|_| "image.png".to_string()),
             task: "closed choice".into(),
