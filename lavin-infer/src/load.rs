@@ -200,3 +200,55 @@ pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn
     check_backend(bits, selected_backend(args.backend.as_deref())?)?;
     with_backend(args.backend.as_deref(), LoadJob(args, router_temperature))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn args(extra: &[&str]) -> ModelArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        Flags::try_parse_from(v).unwrap().model
+    }
+
+    #[test]
+    fn bits_default_to_16bit() {
+        assert_eq!(args(&[]).bits, "16bit");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn four_bit_on_ndarray_is_refused_before_loading() {
+        // A missing checkpoint folder: the error must be about --bits, not the path.
+        let a = args(&[
+            "--bits",
+            "4bit",
+            "--backend",
+            "ndarray",
+            "--llama-model-path",
+            "/nonexistent",
+        ]);
+        let e = format!("{:#}", load(&a, 10.0).err().expect("refused"));
+        assert!(
+            e.contains("4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray"),
+            "{e}"
+        );
+        let e = format!("{:#}", load(&args(&["--bits", "3bit"]), 10.0).err().unwrap());
+        assert!(e.contains("3bit"), "{e}");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn eight_bit_loads_the_bundled_base() {
+        let a = args(&["--bits", "8bit", "--backend", "ndarray"]);
+        assert!(load(&a, 10.0).is_ok());
+    }
+}
