@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
 use lavin_model::backends::{BackendKind, BackendPrefs};
+use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, LavinConfig, LlamaAdapterType, Positions, VisualAdapterType};
@@ -141,6 +142,8 @@ fn build<B: Backend>(
         llama,
         clip: clip_path(args)?,
         adapters: args.adapter.clone(),
+        // LaVIN-lite: the block linears are quantized while loading, block by block.
+        bits: parse_bits(&args.bits)?,
     };
     let model = load_lavin::<B>(&config, &spec, &device)?;
     let positions = match args.positions {
@@ -161,9 +164,7 @@ pub trait BackendJob {
 /// Runs `job` on the backend chosen by `backends.toml` (job `infer`) or forced by `--backend`;
 /// forcing one that is not compiled in is an error naming the cargo feature to build with.
 pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Result<J::Output> {
-    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
-    let choice = BackendPrefs::embedded()?.select("infer", forced, None)?;
-    match choice.backend {
+    match selected_backend(forced)? {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => job.run::<burn::backend::NdArray>(Default::default()),
         #[cfg(feature = "wgpu")]
@@ -173,6 +174,14 @@ pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Resu
         #[allow(unreachable_patterns)]
         other => bail!("backend {other} is not compiled into this binary"),
     }
+}
+
+/// The backend `with_backend` runs on (`backends.toml` job `infer`, or `--backend`).
+pub fn selected_backend(forced: Option<&str>) -> anyhow::Result<BackendKind> {
+    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
+    Ok(BackendPrefs::embedded()?
+        .select("infer", forced, None)?
+        .backend)
 }
 
 struct LoadJob<'a>(&'a ModelArgs, f32);
@@ -186,5 +195,60 @@ impl BackendJob for LoadJob<'_> {
 
 /// Loads the generator on the backend chosen by `backends.toml` (job `infer`) or `--backend`.
 pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
+    // `--bits` the backend cannot run (4bit on ndarray) fails before anything is read.
+    let bits = parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?;
+    check_backend(bits, selected_backend(args.backend.as_deref())?)?;
     with_backend(args.backend.as_deref(), LoadJob(args, router_temperature))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn args(extra: &[&str]) -> ModelArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        Flags::try_parse_from(v).unwrap().model
+    }
+
+    #[test]
+    fn bits_default_to_16bit() {
+        assert_eq!(args(&[]).bits, "16bit");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn four_bit_on_ndarray_is_refused_before_loading() {
+        // A missing checkpoint folder: the error must be about --bits, not the path.
+        let a = args(&[
+            "--bits",
+            "4bit",
+            "--backend",
+            "ndarray",
+            "--llama-model-path",
+            "/nonexistent",
+        ]);
+        let e = format!("{:#}", load(&a, 10.0).err().expect("refused"));
+        assert!(
+            e.contains("4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray"),
+            "{e}"
+        );
+        let e = format!("{:#}", load(&args(&["--bits", "3bit"]), 10.0).err().unwrap());
+        assert!(e.contains("3bit"), "{e}");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn eight_bit_loads_the_bundled_base() {
+        let a = args(&["--bits", "8bit", "--backend", "ndarray"]);
+        assert!(load(&a, 10.0).is_ok());
+    }
 }

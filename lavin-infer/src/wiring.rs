@@ -73,6 +73,10 @@ pub struct ModelArgs {
     /// Backend (see backends.toml): ndarray, wgpu, cuda.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Frozen LLaMA block linears: 16bit (dense, default), 8bit, or 4bit (wgpu/cuda only);
+    /// quantized while loading (LaVIN-lite).
+    #[arg(long, default_value = "16bit")]
+    pub bits: String,
 }
 
 /// The model could not be provided.

@@ -32,6 +32,12 @@ pub enum WeightsError {
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("{path}: quantizing `{key}`: {source}")]
+    Quant {
+        path: PathBuf,
+        key: String,
+        source: crate::quant::QuantError,
+    },
 }
 
 impl WeightsError {

@@ -218,6 +218,17 @@ impl<B: Backend> Lavin<B> {
         Tensor::cat(vec![zeros(1), l], 1).narrow(1, 0, len)
     }
 
+    /// LaVIN-lite: quantizes the frozen LLaMA block linears to `bits` (one block at a time).
+    /// For models built in memory (random-weight benches, tests); loaders quantize while
+    /// loading instead ([`crate::weights::LoadSpec::bits`]).
+    pub fn quantize_base(
+        mut self,
+        bits: crate::quant::Bits,
+    ) -> Result<Self, crate::quant::QuantError> {
+        self.llama = self.llama.quantize_blocks(bits)?;
+        Ok(self)
+    }
+
     /// Sets `require_grad` exactly for parameters whose original name contains `adapter`;
     /// every frozen parameter is `no_grad`, so no gradient or optimizer state exists for it.
     pub fn freeze_base(self) -> Self {

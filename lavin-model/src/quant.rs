@@ -115,12 +115,44 @@ impl FromStr for Bits {
     }
 }
 
+/// Parses `--bits`: `16bit` (or `16`) = dense, `None`; `8bit`, `4bit` = quantized.
+pub fn parse_bits(s: &str) -> Result<Option<Bits>, QuantError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "16bit" | "16" => Ok(None),
+        other => other.parse().map(Some),
+    }
+}
+
+/// Rejects a width `backend` cannot run, so a command fails before any work: NdArray has no
+/// packed 4-bit store (Burn 0.21 packs Q4 on the CubeCL backends, wgpu and cuda, only).
+pub fn check_backend(
+    bits: Option<Bits>,
+    backend: crate::backends::BackendKind,
+) -> Result<(), QuantError> {
+    match (bits, backend) {
+        (Some(Bits::Four), crate::backends::BackendKind::Ndarray) => {
+            Err(QuantError::FourBitNeedsCubecl)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks that backend `B` can quantize to `bits` by quantizing one small block (cheap; for
+/// generic code that does not know the backend's name, to fail before loading anything).
+pub fn probe<B: Backend>(bits: Bits, device: &Device<B>) -> Result<(), QuantError> {
+    let w = Tensor::<B, 2>::zeros([1, DEFAULT_BLOCK as usize], device);
+    FrozenQuantLinear::quantize(w, bits).map(|_| ())
+}
+
 /// Errors of building a frozen quantized linear.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QuantError {
     /// `--bits` value that is not a quantized width.
     #[error("unknown bit width `{0}` (expected 8bit or 4bit; 16bit means no quantization)")]
     UnknownBits(String),
+    /// `--bits 4bit` on a backend without packed 4-bit storage.
+    #[error("4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray")]
+    FourBitNeedsCubecl,
     /// Block size of zero.
     #[error("block size must be at least 1")]
     ZeroBlock,

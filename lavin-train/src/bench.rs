@@ -1,16 +1,21 @@
 //! `lavin-train bench`: warm-up + timed training steps (forward + backward + AdamW on the
 //! adapters) on random weights at a preset's shapes; half the batch items carry an image.
 //! Prints median step time, samples/s, tokens/s, peak RSS (`VmHWM`) and one JSON line.
+//!
+//! `--bits 8bit|4bit` quantizes the frozen LLaMA block linears (LaVIN-lite) after building the
+//! model; `--gradient-checkpointing` runs on `Autodiff<_, BalancedCheckpointing>`. On a GPU the
+//! peak is also reported from the backend's memory (`peak_device_mib`, where Burn exposes it).
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::{LavinBatch, LavinConfig};
 
 use crate::cli::BenchArgs;
@@ -32,6 +37,13 @@ pub struct BenchReport {
     pub tokens_per_second: f64,
     pub peak_rss_mib: Option<f64>,
     pub trainable_params: usize,
+    /// `16bit`, `8bit` or `4bit`.
+    pub bits: String,
+    pub gradient_checkpointing: bool,
+    /// Bytes of the LLaMA block linears' weights at f32 (MiB).
+    pub block_linears_f32_mib: f64,
+    /// Bytes of the same weights as stored (packed values + f32 block scales; = f32 at 16bit).
+    pub block_linears_stored_mib: f64,
 }
 
 /// `(config, default batch)` of a bench preset.
@@ -92,34 +104,80 @@ pub fn random_batch<B: Backend>(
     }
 }
 
-/// Run the benchmark on backend `B`.
+/// Run the benchmark on backend `B` (with or without gradient checkpointing).
 pub fn bench_on<B: Backend>(
     args: &BenchArgs,
     backend: &str,
     device: &B::Device,
 ) -> anyhow::Result<BenchReport> {
-    type AB<B> = Autodiff<B>;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    if args.gradient_checkpointing {
+        bench_ad::<Autodiff<B, BalancedCheckpointing>>(args, backend, device)
+    } else {
+        bench_ad::<Autodiff<B>>(args, backend, device)
+    }
+}
+
+fn bench_ad<AB: AutodiffBackend>(
+    args: &BenchArgs,
+    backend: &str,
+    device: &AB::Device,
+) -> anyhow::Result<BenchReport> {
+    let bits = parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?;
+    if let Some(bits) = bits {
+        // Fails before building anything if the backend cannot store this width.
+        lavin_model::quant::probe::<AB>(bits, device).with_context(|| format!("--bits {bits}"))?;
+    }
     let (mut cfg, default_batch) = preset(&args.preset)?;
     let batch = args.batch_size.unwrap_or(default_batch).max(1);
     let seq = args.seq_len.unwrap_or(cfg.max_seq_len).max(2);
     cfg.max_seq_len = seq;
-    B::seed(device, 0);
-    let mut model = cfg.init::<AB<B>>(device);
+    AB::seed(device, 0);
+    let mut model = cfg.init::<AB>(device);
+    let f32_bytes = block_linear_elems(&cfg) * 4;
+    let stored_bytes = match bits {
+        None => f32_bytes,
+        Some(bits) => {
+            // Block by block: the f32 weights of one block are dropped before the next.
+            model = model.quantize_base(bits)?;
+            model
+                .llama
+                .layers
+                .iter()
+                .flat_map(|b| {
+                    let (a, f) = (&b.attention, &b.feed_forward);
+                    [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
+                })
+                .map(|l| match l {
+                    lavin_model::llama::BaseLinear::Quant(q) => q.packed_bytes(),
+                    lavin_model::llama::BaseLinear::Dense(d) => d.weight.shape().num_elements() * 4,
+                })
+                .sum()
+        }
+    };
     let trainable_params: usize = crate::optim::trainable_params(&model, &lavin_trainable_name)
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
-    let mut optim = AdamW::<B>::new(AdamWConfig {
+    let mut optim = AdamW::<AB::InnerBackend>::new(AdamWConfig {
         weight_decay: 0.02,
         ..AdamWConfig::default()
     });
     eprintln!(
-        "bench: preset {} ({backend}), batch {batch}, seq {seq}, {} trainable params, {} warm-up + {} timed steps",
-        args.preset, trainable_params, args.warmup, args.steps
+        "bench: preset {} ({backend}), batch {batch}, seq {seq}, {} trainable params, {} warm-up + {} timed steps, \
+         block linears {} ({:.1} MiB stored, {:.1} MiB at f32){}",
+        args.preset,
+        trainable_params,
+        args.warmup,
+        args.steps,
+        args.bits,
+        stored_bytes as f64 / MIB,
+        f32_bytes as f64 / MIB,
+        if args.gradient_checkpointing { ", gradient checkpointing" } else { "" }
     );
     let mut times = Vec::new();
     for i in 0..args.warmup + args.steps {
-        let b = random_batch::<AB<B>>(&cfg, batch, seq, device);
+        let b = random_batch::<AB>(&cfg, batch, seq, device);
         let t = Instant::now();
         let out = model.forward_train(b);
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
@@ -170,7 +228,20 @@ pub fn bench_on<B: Backend>(
         tokens_per_second: (batch * seq) as f64 / median,
         peak_rss_mib: peak_rss_mib(),
         trainable_params,
+        bits: args.bits.clone(),
+        gradient_checkpointing: args.gradient_checkpointing,
+        block_linears_f32_mib: f32_bytes as f64 / MIB,
+        block_linears_stored_mib: stored_bytes as f64 / MIB,
     })
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Weights of the LLaMA block linears (wq, wk, wv, wo, w1, w2, w3 of every layer).
+fn block_linear_elems(cfg: &LavinConfig) -> usize {
+    let l = &cfg.llama;
+    let kv = l.kv_heads() * l.head_dim();
+    l.n_layers * (2 * l.dim * l.dim + 2 * l.dim * kv + 3 * l.dim * l.ffn_hidden())
 }
 
 /// `lavin-train bench`: pick the backend, run, print.
@@ -188,6 +259,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let choice = BackendPrefs::embedded()?
         .select("train", forced, precision)
         .context("backend")?;
+    // `--bits 4bit` on ndarray: refused before any work.
+    check_backend(
+        parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?,
+        choice.backend,
+    )?;
     let name = choice.to_string();
     let r: BenchReport = match choice.backend {
         #[cfg(feature = "ndarray")]

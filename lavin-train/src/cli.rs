@@ -64,6 +64,12 @@ pub struct BenchArgs {
     /// Precision.
     #[arg(long)]
     pub precision: Option<String>,
+    /// Frozen LLaMA block linears: 16bit (dense), 8bit, 4bit (wgpu/cuda only).
+    #[arg(long, default_value = "16bit")]
+    pub bits: String,
+    /// Recompute activations in backward (`Autodiff<_, BalancedCheckpointing>`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// Training flags. Every field is optional: unset = file value or default. Also the schema of

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 
 use lavin_data::{LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_model::quant::{check_backend, parse_bits, Bits};
 use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType};
@@ -88,6 +89,11 @@ fn adapter_config(cfg: &TrainConfig, dropout: f64) -> anyhow::Result<AdapterConf
     })
 }
 
+/// `--bits`: the width of the frozen LLaMA block linears (`None` = 16bit, dense).
+pub fn base_bits(cfg: &TrainConfig) -> anyhow::Result<Option<Bits>> {
+    parse_bits(&cfg.bits).with_context(|| format!("bits `{}`", cfg.bits))
+}
+
 /// Where the bundled tiny base is.
 pub fn bundled_base() -> PathBuf {
     crate::pretrain::default_assets_dir()
@@ -151,6 +157,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 llama: weights,
                 clip,
                 adapters: None,
+                bits: base_bits(cfg)?,
             }),
             tokenizer,
         });
@@ -173,7 +180,10 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
             if have_base {
                 Ok(ModelPlan {
                     description: format!("bundled pretrained tiny base {}", base.display()),
-                    spec: Some(crate::pretrain::tiny_base_spec(&base)),
+                    spec: Some(LoadSpec {
+                        bits: base_bits(cfg)?,
+                        ..crate::pretrain::tiny_base_spec(&base)
+                    }),
                     tokenizer: base.join(crate::pretrain::TOKENIZER_FILE),
                     config,
                 })
@@ -235,6 +245,8 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
         .map(str::parse::<Precision>)
         .transpose()?;
     let choice = prefs.select("train", forced, precision)?;
+    // Before any work: e.g. 4-bit on ndarray is refused here, not after loading the data.
+    check_backend(base_bits(&cfg)?, choice.backend)?;
     eprintln!("lavin-train: backend {choice}");
     match choice.backend {
         #[cfg(feature = "ndarray")]
@@ -266,6 +278,11 @@ pub fn run_on<B: Backend>(
     type AB<B> = Autodiff<B>;
     // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
+    let bits = base_bits(cfg)?;
+    if let Some(bits) = bits {
+        lavin_model::quant::probe::<AB<B>>(bits, device)
+            .with_context(|| format!("--bits {bits}"))?;
+    }
     if cfg.n_prompt != plan.config.n_feats() {
         bail!(
             "n_prompt {}: the vision tower ({} blocks) gives {} feature tokens (one per 4 blocks)",
@@ -320,10 +337,15 @@ pub fn run_on<B: Backend>(
 
     B::seed(device, cfg.seed);
     eprintln!("lavin-train: model: {}", plan.description);
-    let model: Lavin<AB<B>> = match &plan.spec {
-        Some(spec) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
-        None => plan.config.init::<AB<B>>(device),
+    let model: Lavin<AB<B>> = match (&plan.spec, bits) {
+        // The loader quantizes each block right after reading it.
+        (Some(spec), _) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
+        (None, None) => plan.config.init::<AB<B>>(device),
+        (None, Some(bits)) => plan.config.init::<AB<B>>(device).quantize_base(bits)?,
     };
+    if let Some(bits) = bits {
+        eprintln!("lavin-train: LLaMA block linears quantized to {bits} (LaVIN-lite)");
+    }
     let mut optim = optimizer_for::<B>(cfg);
     let (model, state, data_seed) = match &cfg.resume {
         Some(p) => {

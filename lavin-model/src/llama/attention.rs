@@ -1,19 +1,21 @@
 //! LLaMA multi-head attention with Meta's interleaved rotary embedding and an optional KV cache.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, RotaryEncoding};
+use burn::nn::{LinearConfig, RotaryEncoding};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
+use super::base_linear::BaseLinear;
 use crate::cache::{CacheUse, LayerCache};
+use crate::quant::{Bits, QuantError};
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub wq: Linear<B>,
-    pub wk: Linear<B>,
-    pub wv: Linear<B>,
-    pub wo: Linear<B>,
+    pub wq: BaseLinear<B>,
+    pub wk: BaseLinear<B>,
+    pub wv: BaseLinear<B>,
+    pub wo: BaseLinear<B>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -22,7 +24,7 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     pub fn new(dim: usize, n_heads: usize, n_kv_heads: usize, device: &B::Device) -> Self {
         let head_dim = dim / n_heads;
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let lin = |i, o| BaseLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
         Self {
             wq: lin(dim, n_heads * head_dim),
             wk: lin(dim, n_kv_heads * head_dim),
@@ -32,6 +34,17 @@ impl<B: Backend> Attention<B> {
             n_kv_heads,
             head_dim,
         }
+    }
+
+    /// Quantizes wq, wk, wv, wo (see [`BaseLinear::quantize`]).
+    pub fn quantize(self, bits: Bits) -> Result<Self, QuantError> {
+        Ok(Self {
+            wq: self.wq.quantize(bits)?,
+            wk: self.wk.quantize(bits)?,
+            wv: self.wv.quantize(bits)?,
+            wo: self.wo.quantize(bits)?,
+            ..self
+        })
     }
 
     /// `x [B, L, C]` at rotary positions `pos..pos+L` -> `[B, L, C]`.

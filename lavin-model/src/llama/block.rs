@@ -9,6 +9,7 @@ use super::feed_forward::FeedForward;
 use crate::adapter::RepAdapterRouter;
 use crate::cache::{CacheUse, LayerCache};
 use crate::config::{LavinConfig, LlamaAdapterType};
+use crate::quant::{Bits, QuantError};
 
 /// Router weights one block used: `[B, 2]` each (the MLP pair only for 'block' adapters).
 #[derive(Debug, Clone)]
@@ -70,6 +71,16 @@ impl<B: Backend> Block<B> {
             adapter_attn: router(),
             adapter_mlp: (a.llama == LlamaAdapterType::Block).then(router),
         }
+    }
+
+    /// Quantizes the frozen linears (attention and feed-forward); adapters and norms stay f32,
+    /// as LaVIN-lite only quantizes the LLaMA block linears.
+    pub fn quantize_base(self, bits: Bits) -> Result<Self, QuantError> {
+        Ok(Self {
+            attention: self.attention.quantize(bits)?,
+            feed_forward: self.feed_forward.quantize(bits)?,
+            ..self
+        })
     }
 
     /// `x [B, L, C] -> [B, L, C]` and the router weights used. `routes` replays weights from an

@@ -1,25 +1,37 @@
 //! SwiGLU feed-forward network: `w2(silu(w1 x) * w3 x)`.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::base_linear::BaseLinear;
+use crate::quant::{Bits, QuantError};
+
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
-    pub w1: Linear<B>,
-    pub w2: Linear<B>,
-    pub w3: Linear<B>,
+    pub w1: BaseLinear<B>,
+    pub w2: BaseLinear<B>,
+    pub w3: BaseLinear<B>,
 }
 
 impl<B: Backend> FeedForward<B> {
     pub fn new(dim: usize, hidden: usize, device: &B::Device) -> Self {
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let lin = |i, o| BaseLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
         Self {
             w1: lin(dim, hidden),
             w2: lin(hidden, dim),
             w3: lin(dim, hidden),
         }
+    }
+
+    /// Quantizes w1, w2, w3 (see [`BaseLinear::quantize`]).
+    pub fn quantize(self, bits: Bits) -> Result<Self, QuantError> {
+        Ok(Self {
+            w1: self.w1.quantize(bits)?,
+            w2: self.w2.quantize(bits)?,
+            w3: self.w3.quantize(bits)?,
+        })
     }
 
     /// `[B, L, C] -> [B, L, C]`

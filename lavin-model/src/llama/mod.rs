@@ -1,6 +1,7 @@
 //! The frozen LLaMA decoder (Meta layout) that LaVIN adapts.
 
 pub mod attention;
+pub mod base_linear;
 pub mod block;
 pub mod feed_forward;
 
@@ -11,10 +12,12 @@ use burn::nn::{
 };
 use burn::tensor::{backend::Backend, Tensor};
 
+pub use base_linear::BaseLinear;
 pub use block::{Block, BlockInput, BlockRoutes, MlpRouterInput};
 
 use crate::cache::{CacheUse, KvCache};
 use crate::config::LavinConfig;
+use crate::quant::{Bits, QuantError};
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -46,6 +49,21 @@ impl<B: Backend> Llama<B> {
                 .init(device),
             rope,
         }
+    }
+
+    /// Quantizes the linears of every block, one block at a time (each block's f32 weights are
+    /// dropped before the next is converted). Embeddings, norms and the output head stay f32.
+    pub fn quantize_blocks(mut self, bits: Bits) -> Result<Self, QuantError> {
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .map(|b| b.quantize_base(bits))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The bit width of the block linears (`None` = dense; checks the first layer's wq).
+    pub fn base_bits(&self) -> Option<Bits> {
+        self.layers.first().and_then(|b| b.attention.wq.bits())
     }
 
     /// Runs every block on `h [B, L, C]`; returns the final hidden states (before `norm`) and

@@ -17,11 +17,28 @@ pub fn apply_source<B: Backend, M: Module<B>>(
     key_of: &dyn Fn(&str) -> Option<String>,
     device: &B::Device,
 ) -> Result<(M, usize), WeightsError> {
+    apply_source_at(module, "", source, key_of, device)
+}
+
+/// [`apply_source`] on a sub-module found at Burn path `prefix` of the whole model (e.g.
+/// `llama.layers.3`), so names resolve as if the whole model were walked. Lets a loader fill and
+/// convert one block at a time (LaVIN-lite quantizes each block right after loading it).
+pub fn apply_source_at<B: Backend, M: Module<B>>(
+    module: M,
+    prefix: &str,
+    source: &dyn TensorSource,
+    key_of: &dyn Fn(&str) -> Option<String>,
+    device: &B::Device,
+) -> Result<(M, usize), WeightsError> {
+    let mut path = PathTracker::default();
+    for part in prefix.split('.').filter(|p| !p.is_empty()) {
+        path.enter(part);
+    }
     let mut mapper = LoadMapper {
         source,
         key_of,
         device,
-        path: PathTracker::default(),
+        path,
         containers: Vec::new(),
         error: None,
         loaded: 0,

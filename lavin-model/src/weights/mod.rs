@@ -21,6 +21,7 @@ pub use names::{is_trainable, original_name};
 pub use source::{HostTensor, TensorSource};
 
 use crate::error::WeightsError;
+use crate::quant::Bits;
 use crate::{Lavin, LavinConfig};
 
 /// Where the LLaMA weights come from.
@@ -40,6 +41,9 @@ pub struct LoadSpec {
     pub llama: LlamaWeights,
     pub clip: PathBuf,
     pub adapters: Option<PathBuf>,
+    /// LaVIN-lite: quantize the LLaMA block linears to this width while loading (`None` =
+    /// `--bits 16bit`, dense).
+    pub bits: Option<Bits>,
 }
 
 /// Opens the LLaMA source of `weights` (Meta key names).
@@ -65,7 +69,10 @@ pub fn load_lavin<B: Backend>(
     device: &B::Device,
 ) -> Result<Lavin<B>, WeightsError> {
     let model = config.init::<B>(device);
-    let model = load_llama(model, &spec.llama, device)?;
+    let model = match spec.bits {
+        None => load_llama(model, &spec.llama, device)?,
+        Some(bits) => load_llama_quantized(model, &spec.llama, bits, device)?,
+    };
     let model = load_clip(model, &spec.clip, device)?;
     let model = match &spec.adapters {
         Some(p) => load_adapters(model, p, device)?,
@@ -85,6 +92,46 @@ pub fn load_llama<B: Backend>(
         (!is_trainable(name) && !name.starts_with("backbone.")).then(|| name.to_string())
     };
     Ok(apply::apply_source(model, source.as_ref(), &key_of, device)?.0)
+}
+
+/// Loads the frozen LLaMA weights and quantizes the block linears to `bits`, block by block:
+/// each block is filled from the file and converted before the next one is read, so at most one
+/// block's f32 weights are alive at a time (the original's `--cpu_load` + bitsandbytes, without
+/// ever holding the full-precision model). The still-dense layers of `model` are lazily
+/// initialised, so they cost no memory until loaded.
+pub fn load_llama_quantized<B: Backend>(
+    mut model: Lavin<B>,
+    weights: &LlamaWeights,
+    bits: Bits,
+    device: &B::Device,
+) -> Result<Lavin<B>, WeightsError> {
+    let source = open_llama(weights, model.config())?;
+    let key_of = |name: &str| {
+        (!is_trainable(name) && !name.starts_with("backbone.")).then(|| name.to_string())
+    };
+    // Embeddings, final norm and output head (kept f32): everything but the blocks.
+    let layers = std::mem::take(&mut model.llama.layers);
+    let (mut model, _) = apply::apply_source(model, source.as_ref(), &key_of, device)?;
+    let mut quantized = Vec::with_capacity(layers.len());
+    for (i, block) in layers.into_iter().enumerate() {
+        let (block, _) = apply::apply_source_at(
+            block,
+            &format!("llama.layers.{i}"),
+            source.as_ref(),
+            &key_of,
+            device,
+        )?;
+        let block = block
+            .quantize_base(bits)
+            .map_err(|source_err| WeightsError::Quant {
+                path: source.path().to_path_buf(),
+                key: format!("layers.{i}"),
+                source: source_err,
+            })?;
+        quantized.push(block);
+    }
+    model.llama.layers = quantized;
+    Ok(model)
 }
 
 /// Loads the frozen CLIP vision weights (OpenAI or HF layout).
