@@ -187,7 +187,7 @@ impl TrainConfig {
     }
 
     /// Defaults of the no-argument CPU run (tiny preset, bundled mini dataset): the settings
-    /// `pretrain::probe_default` measured on the bundled base (QCM-A, 4 epochs at peak lr 1e-2,
+    /// `pretrain::probe_default` measured on the bundled base (QCM-A, 6 epochs at peak lr 1e-2,
     /// batch 8, hidden_proj 32 as the base's throw-away projection), sized for <= 300 s on 2
     /// cores. Numbers: `assets/tiny-base/README.md`.
     pub fn tiny_default() -> Self {
@@ -198,7 +198,7 @@ impl TrainConfig {
             max_seq_len: 96,
             batch_size: 8,
             accum_iter: 1,
-            epochs: 4,
+            epochs: 6,
             warmup_epochs: 0.5,
             lr: Some(1e-2),
             weight_decay: 0.02,
