@@ -241,7 +241,10 @@ mod tests {
             e.contains("4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray"),
             "{e}"
         );
-        let e = format!("{:#}", load(&args(&["--bits", "3bit"]), 10.0).err().unwrap());
+        let e = format!(
+            "{:#}",
+            load(&args(&["--bits", "3bit"]), 10.0).err().unwrap()
+        );
         assert!(e.contains("3bit"), "{e}");
     }
 

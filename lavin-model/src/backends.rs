@@ -304,7 +304,11 @@ impl BackendPrefs {
         let file: File = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             // A span that starts at a line break belongs to the next line.
-            let offset = if text[offset.min(text.len())..].starts_with('\n') { offset + 1 } else { offset };
+            let offset = if text[offset.min(text.len())..].starts_with('\n') {
+                offset + 1
+            } else {
+                offset
+            };
             perr(offset, e.message().to_string())
         })?;
         let mut jobs = BTreeMap::new();
@@ -319,7 +323,10 @@ impl BackendPrefs {
             let mut list = Vec::with_capacity(entries.len());
             for entry in entries {
                 let at = entry.span().start;
-                let (b, p) = entry.get_ref().split_once(':').unwrap_or((entry.get_ref(), "f32"));
+                let (b, p) = entry
+                    .get_ref()
+                    .split_once(':')
+                    .unwrap_or((entry.get_ref(), "f32"));
                 let err = |e: BackendError| perr(at, format!("job `{job}`: {e}"));
                 list.push(BackendChoice {
                     backend: b.parse().map_err(err)?,
