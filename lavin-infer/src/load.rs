@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
-use lavin_model::backends::{BackendKind, BackendPrefs};
+use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs, Precision};
+use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
@@ -130,6 +131,7 @@ fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
 fn build<B: Backend>(
     args: &ModelArgs,
     router_temperature: f32,
+    precision: Precision,
     device: B::Device,
 ) -> anyhow::Result<Box<dyn Generator>> {
     let tok_path = tokenizer_path(args);
@@ -142,8 +144,11 @@ fn build<B: Backend>(
         llama,
         clip: clip_path(args)?,
         adapters: args.adapter.clone(),
-        // LaVIN-lite: the block linears are quantized while loading, block by block.
-        bits: parse_bits(&args.bits)?,
+        // Half precision / LaVIN-lite: the LLaMA is converted while loading, block by block.
+        format: BaseFormat {
+            precision,
+            bits: parse_bits(&args.bits)?,
+        },
     };
     let model = load_lavin::<B>(&config, &spec, &device)?;
     let positions = match args.positions {
@@ -164,7 +169,12 @@ pub trait BackendJob {
 /// Runs `job` on the backend chosen by `backends.toml` (job `infer`) or forced by `--backend`;
 /// forcing one that is not compiled in is an error naming the cargo feature to build with.
 pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Result<J::Output> {
-    match selected_backend(forced)? {
+    dispatch(selected_backend(forced)?, job)
+}
+
+/// Runs `job` on backend `kind` (an error if it is not compiled in).
+fn dispatch<J: BackendJob>(kind: BackendKind, job: J) -> anyhow::Result<J::Output> {
+    match kind {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => job.run::<burn::backend::NdArray>(Default::default()),
         #[cfg(feature = "wgpu")]
@@ -178,27 +188,40 @@ pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Resu
 
 /// The backend `with_backend` runs on (`backends.toml` job `infer`, or `--backend`).
 pub fn selected_backend(forced: Option<&str>) -> anyhow::Result<BackendKind> {
-    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
-    Ok(BackendPrefs::embedded()?
-        .select("infer", forced, None)?
-        .backend)
+    Ok(choose(forced, None)?.backend)
 }
 
-struct LoadJob<'a>(&'a ModelArgs, f32);
+/// Backend and frozen-weight precision (`backends.toml` job `infer`, `--backend`,
+/// `--precision`); a precision the backend cannot run is refused here.
+pub fn choose(forced: Option<&str>, precision: Option<&str>) -> anyhow::Result<BackendChoice> {
+    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
+    let precision = precision
+        .map(str::parse::<Precision>)
+        .transpose()
+        .context("--precision")?;
+    Ok(BackendPrefs::embedded()?.select("infer", forced, precision)?)
+}
+
+struct LoadJob<'a>(&'a ModelArgs, f32, Precision);
 
 impl BackendJob for LoadJob<'_> {
     type Output = Box<dyn Generator>;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Box<dyn Generator>> {
-        build::<B>(self.0, self.1, device)
+        build::<B>(self.0, self.1, self.2, device)
     }
 }
 
 /// Loads the generator on the backend chosen by `backends.toml` (job `infer`) or `--backend`.
 pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
     // `--bits` the backend cannot run (4bit on ndarray) fails before anything is read.
+    // So does a `--precision` it cannot (fp16 on ndarray).
     let bits = parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?;
-    check_backend(bits, selected_backend(args.backend.as_deref())?)?;
-    with_backend(args.backend.as_deref(), LoadJob(args, router_temperature))
+    let choice = choose(args.backend.as_deref(), args.precision.as_deref())?;
+    check_backend(bits, choice.backend)?;
+    dispatch(
+        choice.backend,
+        LoadJob(args, router_temperature, choice.precision),
+    )
 }
 
 #[cfg(test)]
@@ -246,6 +269,26 @@ mod tests {
             load(&args(&["--bits", "3bit"]), 10.0).err().unwrap()
         );
         assert!(e.contains("3bit"), "{e}");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn half_precision_on_ndarray_is_refused_before_loading() {
+        let a = args(&[
+            "--precision",
+            "fp16",
+            "--backend",
+            "ndarray",
+            "--llama-model-path",
+            "/nonexistent",
+        ]);
+        let e = format!("{:#}", load(&a, 10.0).err().expect("refused"));
+        assert!(e.contains("ndarray") && e.contains("fp16"), "{e}");
+        let e = format!(
+            "{:#}",
+            load(&args(&["--precision", "fp8"]), 10.0).err().unwrap()
+        );
+        assert!(e.contains("--precision") && e.contains("fp8"), "{e}");
     }
 
     #[cfg(feature = "ndarray")]

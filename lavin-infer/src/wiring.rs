@@ -77,6 +77,11 @@ pub struct ModelArgs {
     /// quantized while loading (LaVIN-lite).
     #[arg(long, default_value = "16bit")]
     pub bits: String,
+    /// Frozen LLaMA weights: f32, fp16 (the original's) or bf16; norms, adapters and activations
+    /// between the frozen matmuls stay f32. Default: the backend's entry in backends.toml
+    /// (ndarray: f32 only; wgpu: no bf16).
+    #[arg(long)]
+    pub precision: Option<String>,
 }
 
 /// The model could not be provided.

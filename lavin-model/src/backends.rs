@@ -201,9 +201,10 @@ impl FromStr for BackendKind {
 
 /// Floating-point precision of the frozen weights / activations (adapters and optimizer state
 /// stay f32 whatever this says).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
-    /// 32-bit float.
+    /// 32-bit float (the backend's own float type).
+    #[default]
     F32,
     /// IEEE half.
     F16,
@@ -212,6 +213,17 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The tensor dtype of frozen weights stored at this precision on backend `B` (`F32` is the
+    /// backend's own float type, so the f32 path casts nothing).
+    pub fn dtype<B: burn::tensor::backend::Backend>(self) -> burn::tensor::DType {
+        use burn::tensor::{DType, Element};
+        match self {
+            Precision::F32 => <B::FloatElem as Element>::dtype(),
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
     /// Canonical name (`f32`, `fp16`, `bf16`).
     pub fn name(self) -> &'static str {
         match self {

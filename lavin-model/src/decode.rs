@@ -42,7 +42,7 @@ impl<B: Backend> Lavin<B> {
         indicators: Tensor<B, 1, Int>,
     ) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
-        let e = self.llama.tok_embeddings.forward(tokens);
+        let e = self.llama.embed(tokens);
         let [_, f, c] = image_embeds.dims();
         let start = 1 + self.config().prefix_img.len();
         if start >= t {

@@ -9,7 +9,7 @@ use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use crate::adapter::AdapterProj;
 use crate::clip::{ClipRoutes, VisionTower};
 use crate::config::LavinConfig;
-use crate::llama::{BlockInput, BlockRoutes, Llama, MlpRouterInput};
+use crate::llama::{BaseFormat, BlockInput, BlockRoutes, Llama, MlpRouterInput};
 use crate::loss::masked_cross_entropy;
 
 #[derive(Module, Debug)]
@@ -148,7 +148,7 @@ impl<B: Backend> Lavin<B> {
     ) -> Tensor<B, 3> {
         let [b, s] = tokens.dims();
         let device = tokens.device();
-        let e = self.llama.tok_embeddings.forward(tokens);
+        let e = self.llama.embed(tokens);
         let prefix = |ids: &[u32]| {
             let ids = Tensor::<B, 2, Int>::from_data(
                 TensorData::new(
@@ -157,7 +157,7 @@ impl<B: Backend> Lavin<B> {
                 ),
                 &device,
             );
-            let emb = self.llama.tok_embeddings.forward(ids);
+            let emb = self.llama.embed(ids);
             let [_, p, c] = emb.dims();
             emb.expand([b, p, c])
         };
@@ -220,12 +220,18 @@ impl<B: Backend> Lavin<B> {
 
     /// LaVIN-lite: quantizes the frozen LLaMA block linears to `bits` (one block at a time).
     /// For models built in memory (random-weight benches, tests); loaders quantize while
-    /// loading instead ([`crate::weights::LoadSpec::bits`]).
-    pub fn quantize_base(
-        mut self,
-        bits: crate::quant::Bits,
-    ) -> Result<Self, crate::quant::QuantError> {
-        self.llama = self.llama.quantize_blocks(bits)?;
+    /// loading instead ([`crate::weights::LoadSpec::format`]).
+    pub fn quantize_base(self, bits: crate::quant::Bits) -> Result<Self, crate::quant::QuantError> {
+        self.convert_base(BaseFormat {
+            bits: Some(bits),
+            ..Default::default()
+        })
+    }
+
+    /// Stores the frozen LLaMA weights as `format` says (half precision and/or quantized block
+    /// linears); CLIP, norms and adapters stay in the backend's float type.
+    pub fn convert_base(mut self, format: BaseFormat) -> Result<Self, crate::quant::QuantError> {
+        self.llama = self.llama.convert_base(format)?;
         Ok(self)
     }
 

@@ -205,7 +205,7 @@ impl Case {
             llama,
             clip: self.dir.join("clip/visual.pth"),
             adapters: Some(self.dir.join("adapter/checkpoint.pth")),
-            bits: None,
+            format: Default::default(),
         };
         weights::load_lavin(&self.config, &spec, device)
     }

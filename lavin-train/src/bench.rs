@@ -14,7 +14,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs, Precision};
+use lavin_model::llama::{BaseFormat, BaseLinear};
 use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::{LavinBatch, LavinConfig};
 
@@ -39,10 +40,12 @@ pub struct BenchReport {
     pub trainable_params: usize,
     /// `16bit`, `8bit` or `4bit`.
     pub bits: String,
+    /// Dtype of the dense frozen LLaMA weights (`f32`, `fp16`, `bf16`).
+    pub precision: String,
     pub gradient_checkpointing: bool,
     /// Bytes of the LLaMA block linears' weights at f32 (MiB).
     pub block_linears_f32_mib: f64,
-    /// Bytes of the same weights as stored (packed values + f32 block scales; = f32 at 16bit).
+    /// Bytes of the same weights as stored (packed values + f32 block scales, or half floats).
     pub block_linears_stored_mib: f64,
 }
 
@@ -107,22 +110,23 @@ pub fn random_batch<B: Backend>(
 /// Run the benchmark on backend `B` (with or without gradient checkpointing).
 pub fn bench_on<B: Backend>(
     args: &BenchArgs,
-    backend: &str,
+    choice: &BackendChoice,
     device: &B::Device,
 ) -> anyhow::Result<BenchReport> {
     use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
     if args.gradient_checkpointing {
-        bench_ad::<Autodiff<B, BalancedCheckpointing>>(args, backend, device)
+        bench_ad::<Autodiff<B, BalancedCheckpointing>>(args, choice, device)
     } else {
-        bench_ad::<Autodiff<B>>(args, backend, device)
+        bench_ad::<Autodiff<B>>(args, choice, device)
     }
 }
 
 fn bench_ad<AB: AutodiffBackend>(
     args: &BenchArgs,
-    backend: &str,
+    choice: &BackendChoice,
     device: &AB::Device,
 ) -> anyhow::Result<BenchReport> {
+    let (backend, precision) = (choice.to_string(), choice.precision);
     let bits = parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?;
     if let Some(bits) = bits {
         // Fails before building anything if the backend cannot store this width.
@@ -133,28 +137,28 @@ fn bench_ad<AB: AutodiffBackend>(
     let seq = args.seq_len.unwrap_or(cfg.max_seq_len).max(2);
     cfg.max_seq_len = seq;
     AB::seed(device, 0);
-    let mut model = cfg.init::<AB>(device);
+    // Block by block: the f32 weights of one block are dropped before the next is converted.
+    let model = cfg
+        .init::<AB>(device)
+        .convert_base(BaseFormat { precision, bits })?;
     let f32_bytes = block_linear_elems(&cfg) * 4;
-    let stored_bytes = match bits {
-        None => f32_bytes,
-        Some(bits) => {
-            // Block by block: the f32 weights of one block are dropped before the next.
-            model = model.quantize_base(bits)?;
-            model
-                .llama
-                .layers
-                .iter()
-                .flat_map(|b| {
-                    let (a, f) = (&b.attention, &b.feed_forward);
-                    [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
-                })
-                .map(|l| match l {
-                    lavin_model::llama::BaseLinear::Quant(q) => q.packed_bytes(),
-                    lavin_model::llama::BaseLinear::Dense(d) => d.weight.shape().num_elements() * 4,
-                })
-                .sum()
-        }
-    };
+    let stored_bytes: usize = model
+        .llama
+        .layers
+        .iter()
+        .flat_map(|b| {
+            let (a, f) = (&b.attention, &b.feed_forward);
+            [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
+        })
+        .map(|l| match l {
+            BaseLinear::Quant(q) => q.packed_bytes(),
+            BaseLinear::Dense(d) => {
+                let w = d.weight.val();
+                w.shape().num_elements() * w.dtype().size()
+            }
+        })
+        .sum();
+    let mut model = model;
     let trainable_params: usize = crate::optim::trainable_params(&model, &lavin_trainable_name)
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
@@ -165,12 +169,13 @@ fn bench_ad<AB: AutodiffBackend>(
     });
     eprintln!(
         "bench: preset {} ({backend}), batch {batch}, seq {seq}, {} trainable params, {} warm-up + {} timed steps, \
-         block linears {} ({:.1} MiB stored, {:.1} MiB at f32){}",
+         block linears {} {} ({:.1} MiB stored, {:.1} MiB at f32){}",
         args.preset,
         trainable_params,
         args.warmup,
         args.steps,
         args.bits,
+        precision,
         stored_bytes as f64 / MIB,
         f32_bytes as f64 / MIB,
         if args.gradient_checkpointing { ", gradient checkpointing" } else { "" }
@@ -217,7 +222,7 @@ fn bench_ad<AB: AutodiffBackend>(
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     Ok(BenchReport {
         preset: args.preset.clone(),
-        backend: backend.into(),
+        backend,
         batch_size: batch,
         seq_len: seq,
         steps: times.len(),
@@ -229,6 +234,7 @@ fn bench_ad<AB: AutodiffBackend>(
         peak_rss_mib: peak_rss_mib(),
         trainable_params,
         bits: args.bits.clone(),
+        precision: precision.to_string(),
         gradient_checkpointing: args.gradient_checkpointing,
         block_linears_f32_mib: f32_bytes as f64 / MIB,
         block_linears_stored_mib: stored_bytes as f64 / MIB,
@@ -264,16 +270,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?,
         choice.backend,
     )?;
-    let name = choice.to_string();
     let r: BenchReport = match choice.backend {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => {
-            bench_on::<burn::backend::NdArray<f32>>(args, &name, &Default::default())?
+            bench_on::<burn::backend::NdArray<f32>>(args, &choice, &Default::default())?
         }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => bench_on::<burn::backend::Wgpu>(args, &name, &Default::default())?,
+        BackendKind::Wgpu => bench_on::<burn::backend::Wgpu>(args, &choice, &Default::default())?,
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => bench_on::<burn::backend::Cuda>(args, &name, &Default::default())?,
+        BackendKind::Cuda => bench_on::<burn::backend::Cuda>(args, &choice, &Default::default())?,
         #[allow(unreachable_patterns)]
         other => bail!("backend {other} is not compiled into this binary"),
     };

@@ -61,7 +61,7 @@ pub struct BenchArgs {
     /// Backend (default: `backends.toml`'s train preference).
     #[arg(long)]
     pub backend: Option<String>,
-    /// Precision.
+    /// Frozen LLaMA weights: f32, fp16 or bf16 (default: backends.toml's train entry).
     #[arg(long)]
     pub precision: Option<String>,
     /// Frozen LLaMA block linears: 16bit (dense), 8bit, 4bit (wgpu/cuda only).
@@ -189,7 +189,8 @@ pub struct TrainArgs {
     /// Devices, e.g. 0 or 0,1.
     #[arg(long)]
     pub devices: Option<String>,
-    /// f32 | fp16 | bf16.
+    /// Frozen LLaMA weights: f32, fp16 (the original's) or bf16; adapters, norms and optimizer
+    /// state stay f32. Default: backends.toml's train entry (cuda:fp16; ndarray is f32 only).
     #[arg(long)]
     pub precision: Option<String>,
     /// Checkpoint every N optimizer steps (0 = epoch ends only).

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 
 use lavin_data::{LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits, Bits};
 use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
@@ -94,6 +95,18 @@ pub fn base_bits(cfg: &TrainConfig) -> anyhow::Result<Option<Bits>> {
     parse_bits(&cfg.bits).with_context(|| format!("bits `{}`", cfg.bits))
 }
 
+/// How the frozen LLaMA is stored: `--precision` (f32 when unset) and `--bits`.
+pub fn base_format(cfg: &TrainConfig) -> anyhow::Result<BaseFormat> {
+    let precision = match &cfg.precision {
+        Some(p) => p.parse().with_context(|| format!("precision `{p}`"))?,
+        None => Precision::F32,
+    };
+    Ok(BaseFormat {
+        precision,
+        bits: base_bits(cfg)?,
+    })
+}
+
 /// Where the bundled tiny base is.
 pub fn bundled_base() -> PathBuf {
     crate::pretrain::default_assets_dir()
@@ -157,7 +170,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 llama: weights,
                 clip,
                 adapters: None,
-                bits: base_bits(cfg)?,
+                format: base_format(cfg)?,
             }),
             tokenizer,
         });
@@ -181,7 +194,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 Ok(ModelPlan {
                     description: format!("bundled pretrained tiny base {}", base.display()),
                     spec: Some(LoadSpec {
-                        bits: base_bits(cfg)?,
+                        format: base_format(cfg)?,
                         ..crate::pretrain::tiny_base_spec(&base)
                     }),
                     tokenizer: base.join(crate::pretrain::TOKENIZER_FILE),
@@ -232,7 +245,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 /// Run the `train` command: resolve, pick the backend (`backends.toml` job `train`, or
 /// `--backend`), train, validate, report.
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
-    let cfg = resolve_config(args)?;
+    let mut cfg = resolve_config(args)?;
     let prefs = BackendPrefs::load(cfg.backends_file.as_deref())?;
     let forced = cfg
         .backend
@@ -247,6 +260,8 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     let choice = prefs.select("train", forced, precision)?;
     // Before any work: e.g. 4-bit on ndarray is refused here, not after loading the data.
     check_backend(base_bits(&cfg)?, choice.backend)?;
+    // The precision actually used (a backends.toml default included) is the run's config.
+    cfg.precision = Some(choice.precision.name().to_string());
     eprintln!("lavin-train: backend {choice}");
     match choice.backend {
         #[cfg(feature = "ndarray")]
@@ -278,8 +293,8 @@ pub fn run_on<B: Backend>(
     type AB<B> = Autodiff<B>;
     // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
-    let bits = base_bits(cfg)?;
-    if let Some(bits) = bits {
+    let format = base_format(cfg)?;
+    if let Some(bits) = format.bits {
         lavin_model::quant::probe::<AB<B>>(bits, device)
             .with_context(|| format!("--bits {bits}"))?;
     }
@@ -337,14 +352,19 @@ pub fn run_on<B: Backend>(
 
     B::seed(device, cfg.seed);
     eprintln!("lavin-train: model: {}", plan.description);
-    let model: Lavin<AB<B>> = match (&plan.spec, bits) {
-        // The loader quantizes each block right after reading it.
-        (Some(spec), _) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
-        (None, None) => plan.config.init::<AB<B>>(device),
-        (None, Some(bits)) => plan.config.init::<AB<B>>(device).quantize_base(bits)?,
+    let model: Lavin<AB<B>> = match &plan.spec {
+        // The loader converts each block right after reading it.
+        Some(spec) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
+        None => plan.config.init::<AB<B>>(device).convert_base(format)?,
     };
-    if let Some(bits) = bits {
+    if let Some(bits) = format.bits {
         eprintln!("lavin-train: LLaMA block linears quantized to {bits} (LaVIN-lite)");
+    }
+    if format.precision != Precision::F32 {
+        eprintln!(
+            "lavin-train: frozen LLaMA weights in {} (adapters, norms and optimizer state f32)",
+            format.precision
+        );
     }
     let mut optim = optimizer_for::<B>(cfg);
     let (model, state, data_seed) = match &cfg.resume {

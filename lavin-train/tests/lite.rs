@@ -36,7 +36,10 @@ const FOUR_BIT_ERROR: &str =
 
 fn load<B: Backend>(config: &LavinConfig, bits: Option<Bits>) -> Lavin<B> {
     let spec = lavin_model::weights::LoadSpec {
-        bits,
+        format: lavin_model::llama::BaseFormat {
+            bits,
+            ..Default::default()
+        },
         ..tiny_base_spec(&default_assets_dir())
     };
     load_lavin::<B>(config, &spec, &Default::default()).expect("bundled tiny base loads")
@@ -172,6 +175,20 @@ fn train_runs_with_8bit_and_records_it() {
     assert!(s.final_loss.is_finite());
     let saved = TrainConfig::load(&out.join("config.toml")).unwrap();
     assert_eq!(saved.bits, "8bit");
+    // The precision actually used is recorded (ndarray: f32).
+    assert_eq!(saved.precision.as_deref(), Some("f32"));
+}
+
+#[test]
+fn half_precision_on_ndarray_fails_before_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = train_args(&out, "16bit");
+    args.backend = Some("ndarray".into());
+    args.precision = Some("fp16".into());
+    let e = format!("{:#}", run(&args, &RunOptions::default()).unwrap_err());
+    assert!(e.contains("ndarray is f32 only"), "{e}");
+    assert!(!out.exists(), "output written before the check");
 }
 
 #[test]

@@ -6,9 +6,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
-use super::base_linear::BaseLinear;
+use super::base_linear::{BaseFormat, BaseLinear};
 use crate::cache::{CacheUse, LayerCache};
-use crate::quant::{Bits, QuantError};
+use crate::quant::QuantError;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -36,13 +36,13 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// Quantizes wq, wk, wv, wo (see [`BaseLinear::quantize`]).
-    pub fn quantize(self, bits: Bits) -> Result<Self, QuantError> {
+    /// Stores wq, wk, wv, wo as `format` says (see [`BaseLinear::convert`]).
+    pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
         Ok(Self {
-            wq: self.wq.quantize(bits)?,
-            wk: self.wk.quantize(bits)?,
-            wv: self.wv.quantize(bits)?,
-            wo: self.wo.quantize(bits)?,
+            wq: self.wq.convert(format)?,
+            wk: self.wk.convert(format)?,
+            wv: self.wv.convert(format)?,
+            wo: self.wo.convert(format)?,
             ..self
         })
     }

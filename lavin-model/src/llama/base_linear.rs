@@ -1,5 +1,5 @@
-//! The frozen LLaMA block linears (wq, wk, wv, wo, w1, w2, w3): dense f32, or quantized for
-//! LaVIN-lite (issue 6).
+//! The frozen LLaMA block linears (wq, wk, wv, wo, w1, w2, w3): dense (f32, or fp16/bf16 as the
+//! original's frozen weights), or quantized for LaVIN-lite.
 //!
 //! Why an enum module: the model type stays `Lavin<B>` whatever the precision, so the trainer,
 //! the generator and the loaders need no second model type; a dense layer forwards exactly as
@@ -7,15 +7,38 @@
 //! appears in Burn module paths and is dropped from original names
 //! ([`crate::weights::original_name`]).
 //!
+//! Half precision is mixed precision with explicit casts at the boundary (what autocast does to
+//! a matmul): the weight stays in its dtype, the input is cast to it, the product is cast back
+//! to the caller's dtype, so norms, softmax, rotary, adapters and their gradients stay f32.
+//!
 //! A `Quant` layer is invisible to module visitors and mappers (see
 //! [`FrozenQuantLinear`]'s `Module` impl): loaders therefore fill the `Dense` layer first and
 //! convert it with [`BaseLinear::quantize`] right after (see `crate::weights::load_llama`).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::module::linear;
+use burn::tensor::{backend::Backend, DType, Element, Tensor};
 
+use crate::backends::Precision;
 use crate::quant::{Bits, FrozenQuantLinear, QuantError, DEFAULT_BLOCK};
+
+/// How the frozen LLaMA weights are stored (`--precision`, `--bits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BaseFormat {
+    /// Dtype of the dense frozen LLaMA weights: embeddings, output head, and the block linears
+    /// unless they are quantized.
+    pub precision: Precision,
+    /// LaVIN-lite: the block linears quantized to this width.
+    pub bits: Option<Bits>,
+}
+
+impl BaseFormat {
+    /// Dense f32: the parity reference, nothing to convert.
+    pub fn is_f32_dense(&self) -> bool {
+        self.precision == Precision::F32 && self.bits.is_none()
+    }
+}
 
 /// A frozen, bias-free linear of a LLaMA block.
 #[derive(Module, Debug)]
@@ -30,8 +53,18 @@ impl<B: Backend> BaseLinear<B> {
     /// `[..., in] -> [..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            BaseLinear::Dense(l) => l.forward(x),
+            BaseLinear::Dense(l) => mixed_linear(l, x),
             BaseLinear::Quant(q) => q.forward(x),
+        }
+    }
+
+    /// Stores the layer as `format` says: quantized to `format.bits`, else dense in
+    /// `format.precision`.
+    pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
+        match (format.bits, self) {
+            (Some(bits), layer) => layer.quantize(bits),
+            (None, BaseLinear::Dense(l)) => Ok(BaseLinear::Dense(cast_linear(l, format.precision))),
+            (None, q @ BaseLinear::Quant(_)) => Ok(q),
         }
     }
 
@@ -67,13 +100,62 @@ impl<B: Backend> BaseLinear<B> {
         }
     }
 
-    /// The weight `[in, out]` as an untracked float tensor (dequantized if quantized).
+    /// The stored dtype of a dense weight (`None` if quantized).
+    pub fn weight_dtype(&self) -> Option<DType> {
+        match self {
+            BaseLinear::Dense(l) => Some(l.weight.val().dtype()),
+            BaseLinear::Quant(_) => None,
+        }
+    }
+
+    /// The weight `[in, out]` as an untracked float tensor in the backend's float type
+    /// (dequantized if quantized, widened if half).
     pub fn weight(&self) -> Tensor<B, 2> {
         match self {
-            BaseLinear::Dense(l) => l.weight.val(),
+            BaseLinear::Dense(l) => l.weight.val().cast(compute_dtype::<B>()),
             BaseLinear::Quant(q) => q.dequantized(),
         }
     }
+}
+
+/// The backend's own float dtype: what activations, adapters and norms use.
+pub fn compute_dtype<B: Backend>() -> DType {
+    <B::FloatElem as Element>::dtype()
+}
+
+/// `linear(x, W)` for a weight of any float dtype: `x` is cast to the weight's dtype and the
+/// product back to `x`'s (a no-op pair when they agree, as in the f32 parity path).
+pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let weight = l.weight.val();
+    let (wt, xt) = (weight.dtype(), x.dtype());
+    if wt == xt {
+        return l.forward(x);
+    }
+    let bias = l.bias.as_ref().map(|b| b.val().cast(wt));
+    linear(x.cast(wt), weight, bias).cast(xt)
+}
+
+/// The frozen linear with its weights (and bias) stored in `precision`; untracked.
+pub fn cast_linear<B: Backend>(l: Linear<B>, precision: Precision) -> Linear<B> {
+    let dtype = precision.dtype::<B>();
+    Linear {
+        weight: cast_param(l.weight, dtype),
+        bias: l.bias.map(|b| cast_param(b, dtype)),
+    }
+}
+
+/// A frozen parameter stored in `dtype` (no-op if it already is).
+pub fn cast_param<B: Backend, const D: usize>(
+    p: Param<Tensor<B, D>>,
+    dtype: DType,
+) -> Param<Tensor<B, D>> {
+    p.map(|t| {
+        if t.dtype() == dtype {
+            t
+        } else {
+            t.detach().cast(dtype)
+        }
+    })
 }
 
 /// Largest block size `<= DEFAULT_BLOCK` dividing `d_out`.

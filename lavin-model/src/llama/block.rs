@@ -5,11 +5,12 @@ use burn::nn::{RmsNorm, RmsNormConfig, RotaryEncoding};
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use super::attention::Attention;
+use super::base_linear::BaseFormat;
 use super::feed_forward::FeedForward;
 use crate::adapter::RepAdapterRouter;
 use crate::cache::{CacheUse, LayerCache};
 use crate::config::{LavinConfig, LlamaAdapterType};
-use crate::quant::{Bits, QuantError};
+use crate::quant::QuantError;
 
 /// Router weights one block used: `[B, 2]` each (the MLP pair only for 'block' adapters).
 #[derive(Debug, Clone)]
@@ -73,12 +74,12 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    /// Quantizes the frozen linears (attention and feed-forward); adapters and norms stay f32,
-    /// as LaVIN-lite only quantizes the LLaMA block linears.
-    pub fn quantize_base(self, bits: Bits) -> Result<Self, QuantError> {
+    /// Stores the frozen linears (attention and feed-forward) as `format` says; adapters and
+    /// norms stay f32 (LaVIN-lite quantizes only the LLaMA block linears).
+    pub fn convert_base(self, format: BaseFormat) -> Result<Self, QuantError> {
         Ok(Self {
-            attention: self.attention.quantize(bits)?,
-            feed_forward: self.feed_forward.quantize(bits)?,
+            attention: self.attention.convert(format)?,
+            feed_forward: self.feed_forward.convert(format)?,
             ..self
         })
     }

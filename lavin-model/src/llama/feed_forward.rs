@@ -5,8 +5,8 @@ use burn::nn::LinearConfig;
 use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::base_linear::BaseLinear;
-use crate::quant::{Bits, QuantError};
+use super::base_linear::{BaseFormat, BaseLinear};
+use crate::quant::QuantError;
 
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
@@ -25,12 +25,12 @@ impl<B: Backend> FeedForward<B> {
         }
     }
 
-    /// Quantizes w1, w2, w3 (see [`BaseLinear::quantize`]).
-    pub fn quantize(self, bits: Bits) -> Result<Self, QuantError> {
+    /// Stores w1, w2, w3 as `format` says (see [`BaseLinear::convert`]).
+    pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
         Ok(Self {
-            w1: self.w1.quantize(bits)?,
-            w2: self.w2.quantize(bits)?,
-            w3: self.w3.quantize(bits)?,
+            w1: self.w1.convert(format)?,
+            w2: self.w2.convert(format)?,
+            w3: self.w3.convert(format)?,
         })
     }
 

@@ -10,14 +10,15 @@ use burn::nn::{
     Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding,
     RotaryEncodingConfig,
 };
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor};
 
-pub use base_linear::BaseLinear;
+pub use base_linear::{BaseFormat, BaseLinear};
 pub use block::{Block, BlockInput, BlockRoutes, MlpRouterInput};
 
 use crate::cache::{CacheUse, KvCache};
 use crate::config::LavinConfig;
 use crate::quant::{Bits, QuantError};
+use base_linear::{cast_linear, cast_param, compute_dtype, mixed_linear};
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -51,14 +52,31 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Quantizes the linears of every block, one block at a time (each block's f32 weights are
-    /// dropped before the next is converted). Embeddings, norms and the output head stay f32.
-    pub fn quantize_blocks(mut self, bits: Bits) -> Result<Self, QuantError> {
+    /// Stores the frozen weights as `format` says: the embeddings and output head in
+    /// `format.precision`, then every block, one at a time (each block's f32 weights are dropped
+    /// before the next is converted). Norms stay f32.
+    pub fn convert_base(mut self, format: BaseFormat) -> Result<Self, QuantError> {
+        self = self.convert_outer(format);
         self.layers = std::mem::take(&mut self.layers)
             .into_iter()
-            .map(|b| b.quantize_base(bits))
+            .map(|b| b.convert_base(format))
             .collect::<Result<_, _>>()?;
         Ok(self)
+    }
+
+    /// The embeddings and output head in `format.precision` (not the blocks).
+    pub fn convert_outer(mut self, format: BaseFormat) -> Self {
+        let dtype = format.precision.dtype::<B>();
+        self.tok_embeddings.weight = cast_param(self.tok_embeddings.weight, dtype);
+        self.output = cast_linear(self.output, format.precision);
+        self
+    }
+
+    /// `tokens [B, L] -> [B, L, C]` in the backend's float type (whatever the table's dtype).
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.tok_embeddings
+            .forward(tokens)
+            .cast(compute_dtype::<B>())
     }
 
     /// The bit width of the block linears (`None` = dense; checks the first layer's wq).
@@ -87,6 +105,6 @@ impl<B: Backend> Llama<B> {
 
     /// `[B, L, C] -> [B, L, V]`
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.output.forward(self.norm.forward(h))
+        mixed_linear(&self.output, self.norm.forward(h))
     }
 }

@@ -21,7 +21,7 @@ pub use names::{is_trainable, original_name};
 pub use source::{HostTensor, TensorSource};
 
 use crate::error::WeightsError;
-use crate::quant::Bits;
+use crate::llama::BaseFormat;
 use crate::{Lavin, LavinConfig};
 
 /// Where the LLaMA weights come from.
@@ -41,9 +41,9 @@ pub struct LoadSpec {
     pub llama: LlamaWeights,
     pub clip: PathBuf,
     pub adapters: Option<PathBuf>,
-    /// LaVIN-lite: quantize the LLaMA block linears to this width while loading (`None` =
-    /// `--bits 16bit`, dense).
-    pub bits: Option<Bits>,
+    /// How the frozen LLaMA weights are stored: converted block by block while loading
+    /// (`--precision fp16|bf16`; LaVIN-lite `--bits 8bit|4bit`). Default: dense f32.
+    pub format: BaseFormat,
 }
 
 /// Opens the LLaMA source of `weights` (Meta key names).
@@ -69,9 +69,10 @@ pub fn load_lavin<B: Backend>(
     device: &B::Device,
 ) -> Result<Lavin<B>, WeightsError> {
     let model = config.init::<B>(device);
-    let model = match spec.bits {
-        None => load_llama(model, &spec.llama, device)?,
-        Some(bits) => load_llama_quantized(model, &spec.llama, bits, device)?,
+    let model = if spec.format.is_f32_dense() {
+        load_llama(model, &spec.llama, device)?
+    } else {
+        load_llama_converted(model, &spec.llama, spec.format, device)?
     };
     let model = load_clip(model, &spec.clip, device)?;
     let model = match &spec.adapters {
@@ -94,25 +95,26 @@ pub fn load_llama<B: Backend>(
     Ok(apply::apply_source(model, source.as_ref(), &key_of, device)?.0)
 }
 
-/// Loads the frozen LLaMA weights and quantizes the block linears to `bits`, block by block:
-/// each block is filled from the file and converted before the next one is read, so at most one
-/// block's f32 weights are alive at a time (the original's `--cpu_load` + bitsandbytes, without
-/// ever holding the full-precision model). The still-dense layers of `model` are lazily
-/// initialised, so they cost no memory until loaded.
-pub fn load_llama_quantized<B: Backend>(
+/// Loads the frozen LLaMA weights and stores them as `format` says (half precision, quantized
+/// block linears), block by block: each block is filled from the file and converted before the
+/// next one is read, so at most one block's f32 weights are alive at a time (the original's
+/// `--cpu_load` + bitsandbytes, without ever holding the full-precision model). The still-dense
+/// layers of `model` are lazily initialised, so they cost no memory until loaded.
+pub fn load_llama_converted<B: Backend>(
     mut model: Lavin<B>,
     weights: &LlamaWeights,
-    bits: Bits,
+    format: BaseFormat,
     device: &B::Device,
 ) -> Result<Lavin<B>, WeightsError> {
     let source = open_llama(weights, model.config())?;
     let key_of = |name: &str| {
         (!is_trainable(name) && !name.starts_with("backbone.")).then(|| name.to_string())
     };
-    // Embeddings, final norm and output head (kept f32): everything but the blocks.
+    // Embeddings, final norm and output head: everything but the blocks.
     let layers = std::mem::take(&mut model.llama.layers);
     let (mut model, _) = apply::apply_source(model, source.as_ref(), &key_of, device)?;
-    let mut quantized = Vec::with_capacity(layers.len());
+    model.llama = model.llama.convert_outer(format);
+    let mut converted = Vec::with_capacity(layers.len());
     for (i, block) in layers.into_iter().enumerate() {
         let (block, _) = apply::apply_source_at(
             block,
@@ -122,15 +124,15 @@ pub fn load_llama_quantized<B: Backend>(
             device,
         )?;
         let block = block
-            .quantize_base(bits)
+            .convert_base(format)
             .map_err(|source_err| WeightsError::Quant {
                 path: source.path().to_path_buf(),
                 key: format!("layers.{i}"),
                 source: source_err,
             })?;
-        quantized.push(block);
+        converted.push(block);
     }
-    model.llama.layers = quantized;
+    model.llama.layers = converted;
     Ok(model)
 }
 

@@ -136,7 +136,7 @@ pub fn tiny_base_spec(dir: &Path) -> LoadSpec {
         llama: LlamaWeights::HuggingFace(dir.join(LLAMA_DIR)),
         clip: dir.join(CLIP_FILE),
         adapters: None,
-        bits: None,
+        format: Default::default(),
     }
 }
 
