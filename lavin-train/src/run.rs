@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -284,18 +287,32 @@ fn is_original_checkpoint(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "pth" || e == "pt")
 }
 
-/// The whole run on backend `B` (autodiff on top).
+/// The whole run on backend `B` (autodiff on top; `gradient_checkpointing` recomputes the
+/// activations of memory-bound ops in backward instead of keeping them).
 pub fn run_on<B: Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
     device: &B::Device,
 ) -> anyhow::Result<Summary> {
-    type AB<B> = Autodiff<B>;
+    if cfg.gradient_checkpointing {
+        eprintln!("lavin-train: gradient checkpointing (BalancedCheckpointing)");
+        run_with::<B, BalancedCheckpointing>(cfg, opts, device)
+    } else {
+        run_with::<B, NoCheckpointing>(cfg, opts, device)
+    }
+}
+
+fn run_with<B: Backend, C: CheckpointStrategy>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    device: &B::Device,
+) -> anyhow::Result<Summary> {
+    type AB<B, C> = Autodiff<B, C>;
     // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
     let format = base_format(cfg)?;
     if let Some(bits) = format.bits {
-        lavin_model::quant::probe::<AB<B>>(bits, device)
+        lavin_model::quant::probe::<AB<B, C>>(bits, device)
             .with_context(|| format!("--bits {bits}"))?;
     }
     if cfg.n_prompt != plan.config.n_feats() {
@@ -352,10 +369,10 @@ pub fn run_on<B: Backend>(
 
     B::seed(device, cfg.seed);
     eprintln!("lavin-train: model: {}", plan.description);
-    let model: Lavin<AB<B>> = match &plan.spec {
+    let model: Lavin<AB<B, C>> = match &plan.spec {
         // The loader converts each block right after reading it.
-        Some(spec) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
-        None => plan.config.init::<AB<B>>(device).convert_base(format)?,
+        Some(spec) => load_lavin::<AB<B, C>>(&plan.config, spec, device)?,
+        None => plan.config.init::<AB<B, C>>(device).convert_base(format)?,
     };
     if let Some(bits) = format.bits {
         eprintln!("lavin-train: LLaMA block linears quantized to {bits} (LaVIN-lite)");
@@ -369,7 +386,7 @@ pub fn run_on<B: Backend>(
     let mut optim = optimizer_for::<B>(cfg);
     let (model, state, data_seed) = match &cfg.resume {
         Some(p) => {
-            let (m, st, seed) = resume_from::<AB<B>>(p, model, &mut optim, device)
+            let (m, st, seed) = resume_from::<AB<B, C>>(p, model, &mut optim, device)
                 .with_context(|| format!("resume {}", p.display()))?;
             let seed = if is_original_checkpoint(p) {
                 cfg.seed
