@@ -9,7 +9,6 @@ use lavin_data::Tokenizer;
 use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs, Precision};
 use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits};
-use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, LavinConfig, LlamaAdapterType, Positions, VisualAdapterType};
 
@@ -23,25 +22,14 @@ pub fn bundled_base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-base")
 }
 
-/// Where the LLaMA weights are: `<path>/<llm_model>` if that folder exists (the original's
-/// layout), else `<path>`; Meta layout if it has `params.json`, HF if `config.json`.
-fn llama_location(args: &ModelArgs) -> anyhow::Result<(PathBuf, bool)> {
+/// Where the LLaMA weights are (see [`LlamaWeights::locate`]; the bundled base by default).
+fn llama_location(args: &ModelArgs) -> anyhow::Result<LlamaWeights> {
     let root = match &args.llama_model_path {
         Some(p) => p.clone(),
         None => bundled_base().join("llama"),
     };
-    let nested = root.join(&args.llm_model);
-    let dir = if nested.is_dir() { nested } else { root };
-    if dir.join("params.json").exists() {
-        Ok((dir, true))
-    } else if dir.join("config.json").exists() {
-        Ok((dir, false))
-    } else {
-        bail!(
-            "{}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA) in this folder",
-            dir.display()
-        )
-    }
+    let vicuna = args.use_vicuna.then_some(args.vicuna_delta.as_deref());
+    Ok(LlamaWeights::locate(&root, &args.llm_model, vicuna)?)
 }
 
 fn tokenizer_path(args: &ModelArgs) -> PathBuf {
@@ -60,17 +48,8 @@ pub fn resolve_config(
     router_temperature: f32,
     tokenizer: &Tokenizer,
 ) -> anyhow::Result<(LavinConfig, LlamaWeights)> {
-    let (dir, meta) = llama_location(args)?;
-    let llama = if meta {
-        read_meta_params(&dir, tokenizer.n_words())?
-    } else {
-        read_hf_config(&dir)?
-    };
-    let weights = if meta {
-        LlamaWeights::Meta(dir)
-    } else {
-        LlamaWeights::HuggingFace(dir)
-    };
+    let weights = llama_location(args)?;
+    let llama = weights.read_config(tokenizer.n_words())?;
     let mut config = match &args.preset {
         Some(name) => LavinConfig::preset(name).with_context(|| {
             format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)")

@@ -28,6 +28,13 @@ pub struct ModelArgs {
     /// Model subfolder inside `--llama-model-path` (the original's `--llm_model`).
     #[arg(long, default_value = "7B")]
     pub llm_model: String,
+    /// Add the Vicuna delta onto the Meta LLaMA as the original does (for the authors' Vicuna
+    /// adapters).
+    #[arg(long)]
+    pub use_vicuna: bool,
+    /// Vicuna delta folder (HF safetensors); default `<llama-model-path>/vicuna_<llm-model>`.
+    #[arg(long, value_name = "DIR")]
+    pub vicuna_delta: Option<std::path::PathBuf>,
     /// Tokenizer (`tokenizer.model` or `tokenizer.json`); default `<llama-model-path>/tokenizer.model`.
     #[arg(long)]
     pub tokenizer_path: Option<PathBuf>,

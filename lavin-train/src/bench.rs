@@ -251,6 +251,11 @@ fn block_linear_elems(cfg: &LavinConfig) -> usize {
 }
 
 /// `lavin-train bench`: pick the backend, run, print.
+// Built without any backend feature (as a library of lavin-infer) every arm bails.
+#[cfg_attr(
+    not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+    allow(unreachable_code, unused_variables)
+)]
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let forced = args
         .backend

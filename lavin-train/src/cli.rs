@@ -90,9 +90,13 @@ pub struct TrainArgs {
     /// LLaMA size (7B, 13B).
     #[arg(long)]
     pub llm_model: Option<String>,
-    /// Add the Vicuna delta weights as the original does.
+    /// Add the Vicuna delta weights onto the Meta LLaMA as the original does (without undoing
+    /// HF's q/k permutation: what the authors' Vicuna adapters were trained on).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub use_vicuna: Option<bool>,
+    /// Vicuna delta folder (HF safetensors); default `<llama-model-path>/vicuna_<llm-model>`.
+    #[arg(long, value_name = "DIR")]
+    pub vicuna_delta: Option<PathBuf>,
     /// CLIP ViT-L/14 weights (plain state dict .pth or HF safetensors).
     #[arg(long, value_name = "FILE")]
     pub clip_model_path: Option<PathBuf>,
@@ -249,6 +253,7 @@ impl TrainArgs {
         set_opt!(
             llama_model_path,
             clip_model_path,
+            vicuna_delta,
             data_root,
             caption_file,
             lr,

@@ -61,6 +61,8 @@ pub struct TrainConfig {
     pub llm_model: String,
     /// Add the Vicuna delta to LLaMA as the original does.
     pub use_vicuna: bool,
+    /// The Vicuna delta folder (default, as the original: `<llama_model_path>/vicuna_<llm_model>`).
+    pub vicuna_delta: Option<PathBuf>,
     /// CLIP ViT-L/14 weights (plain state dict or HF safetensors); the original downloads it.
     pub clip_model_path: Option<PathBuf>,
     // ---- data ----
@@ -148,6 +150,7 @@ impl TrainConfig {
             llama_model_path: None,
             llm_model: "7B".into(),
             use_vicuna: false,
+            vicuna_delta: None,
             clip_model_path: None,
             data_root: None,
             caption_file: None,
@@ -282,6 +285,7 @@ impl TrainConfig {
         }
         exists("llama_model_path", &self.llama_model_path)?;
         exists("clip_model_path", &self.clip_model_path)?;
+        exists("vicuna_delta", &self.vicuna_delta)?;
         exists("data_root", &self.data_root)?;
         exists("resume", &self.resume)?;
         exists("backends_file", &self.backends_file)?;

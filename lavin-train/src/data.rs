@@ -8,7 +8,7 @@
 //! Batches are padded dynamically to the longest item (positions past it are padding, which the
 //! causal mask and the masked loss make irrelevant to the result).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -271,13 +271,4 @@ impl<B: AutodiffBackend> BatchSource<B> for SqaSource {
 pub fn prompt_format(name: &str) -> Result<PromptFormat, String> {
     name.parse()
         .map_err(|e: lavin_data::UnknownPromptFormat| format!("prompt_format: {e}"))
-}
-
-/// The instruction data as `(prompt, answer, image)` triples (`--do-pretrain`).
-pub fn instruct_items(_root: &Path) -> Result<Vec<(String, String, Option<PathBuf>)>, String> {
-    Err(
-        "--do-pretrain (instruction data) is not wired into `lavin-train` yet; \
-         use ScienceQA (the default)"
-            .into(),
-    )
 }

@@ -14,11 +14,10 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
-use lavin_data::{LoadOptions, MissingImage, ScienceQa, Tokenizer};
+use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
 use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits, Bits};
-use lavin_model::weights::llama::{read_hf_config, read_meta_params};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType};
 
@@ -120,15 +119,13 @@ pub fn bundled_base() -> PathBuf {
 /// weights at a preset's shapes.
 pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
     if let Some(root) = &cfg.llama_model_path {
-        if cfg.use_vicuna {
-            bail!("use_vicuna: the Vicuna delta is not supported by lavin-train yet");
-        }
-        let nested = root.join(&cfg.llm_model);
-        let dir = if nested.is_dir() {
-            nested
-        } else {
-            root.clone()
-        };
+        let weights = LlamaWeights::locate(
+            root,
+            &cfg.llm_model,
+            cfg.use_vicuna.then_some(cfg.vicuna_delta.as_deref()),
+        )
+        .context("llama_model_path")?;
+        let dir = weights.dir().to_path_buf();
         let tokenizer = [root.join("tokenizer.model"), dir.join("tokenizer.model")]
             .into_iter()
             .find(|p| p.is_file())
@@ -141,22 +138,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
             })?;
         let tok = Tokenizer::from_file(&tokenizer)
             .with_context(|| format!("loading the tokenizer {}", tokenizer.display()))?;
-        let (llama, weights) = if dir.join("params.json").is_file() {
-            (
-                read_meta_params(&dir, tok.n_words())?,
-                LlamaWeights::Meta(dir.clone()),
-            )
-        } else if dir.join("config.json").is_file() {
-            (
-                read_hf_config(&dir)?,
-                LlamaWeights::HuggingFace(dir.clone()),
-            )
-        } else {
-            bail!(
-                "llama_model_path: {}: no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA)",
-                dir.display()
-            );
-        };
+        let llama = weights.read_config(tok.n_words())?;
         let clip = cfg.clip_model_path.clone().context(
             "clip_model_path: required with --llama-model-path (OpenAI ViT-L/14 state dict .pth or HF CLIPVisionModel safetensors)",
         )?;
@@ -247,6 +229,11 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 
 /// Run the `train` command: resolve, pick the backend (`backends.toml` job `train`, or
 /// `--backend`), train, validate, report.
+// Built without any backend feature (as a library of lavin-infer) every arm bails.
+#[cfg_attr(
+    not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+    allow(unreachable_code, unused_variables)
+)]
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     let mut cfg = resolve_config(args)?;
     let prefs = BackendPrefs::load(cfg.backends_file.as_deref())?;
@@ -281,6 +268,68 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
             other.cargo_feature()
         ),
     }
+}
+
+/// The run's training set and, for ScienceQA, its val split: ScienceQA items in the prompt
+/// format, or with `do_pretrain` the instruction data (`<data_root>/all_data.json`, split
+/// `all`, as the original; no validation).
+fn training_data(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    tok: &Tokenizer,
+    config: &LavinConfig,
+) -> anyhow::Result<(SqaSource, Option<ValSet>)> {
+    let data_root = cfg
+        .data_root
+        .clone()
+        .unwrap_or_else(crate::pretrain::default_data_root);
+    let limit = |n: usize| if n > 0 { n } else { usize::MAX };
+    let t_load = Instant::now();
+    if cfg.do_pretrain {
+        let data = InstructData::load(&data_root, "all", MissingImage::Error)
+            .with_context(|| format!("do_pretrain: instruction data in {}", data_root.display()))?;
+        let triples: Vec<_> = data
+            .items
+            .iter()
+            .take(limit(opts.train_limit))
+            .map(|it| (it.instruction.clone(), it.answer.clone(), it.image.clone()))
+            .collect();
+        let train_set = SqaSource::build(tok, config, &triples, cfg.max_seq_len)
+            .map_err(|e| anyhow::anyhow!("instruction data {}: {e}", data_root.display()))?;
+        eprintln!(
+            "lavin-train: {} instruction examples ({} with an image); images decoded in {:.1}s",
+            train_set.rows.len(),
+            train_set.n_with_image(),
+            t_load.elapsed().as_secs_f64()
+        );
+        return Ok((train_set, None));
+    }
+    let fmt = prompt_format(&cfg.prompt_format).map_err(anyhow::Error::msg)?;
+    let sqa = ScienceQa::load(
+        &data_root,
+        &LoadOptions {
+            captions: cfg.caption_file.clone(),
+        },
+    )
+    .with_context(|| format!("data_root {}", data_root.display()))?;
+    let (mut train_items, _) = sqa.items("train", fmt, cfg.use_caption, MissingImage::Error)?;
+    let (mut val_items, _) = sqa.items("val", fmt, cfg.use_caption, MissingImage::Error)?;
+    train_items.truncate(limit(opts.train_limit));
+    val_items.truncate(limit(opts.val_limit));
+    let train_set = SqaSource::from_sqa(tok, config, &train_items, cfg.max_seq_len)
+        .map_err(|e| anyhow::anyhow!("train split of {}: {e}", data_root.display()))?;
+    let val_set = ValSet::build(tok, config, &sqa, &val_items, cfg.max_seq_len)
+        .map_err(|e| anyhow::anyhow!("val split of {}: {e}", data_root.display()))?;
+    eprintln!(
+        "lavin-train: {} train examples ({} with an image), {} val problems ({} option rows); \
+         images decoded in {:.1}s",
+        train_set.rows.len(),
+        train_set.n_with_image(),
+        val_set.problems.len(),
+        val_set.source.rows.len(),
+        t_load.elapsed().as_secs_f64()
+    );
+    Ok((train_set, Some(val_set)))
 }
 
 fn is_original_checkpoint(p: &Path) -> bool {
@@ -323,49 +372,9 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
             plan.config.n_feats()
         );
     }
-    if cfg.do_pretrain {
-        let root = cfg
-            .data_root
-            .clone()
-            .unwrap_or_else(crate::pretrain::default_data_root);
-        crate::data::instruct_items(&root).map_err(anyhow::Error::msg)?;
-    }
     let tok = Tokenizer::from_file(&plan.tokenizer)
         .with_context(|| format!("loading the tokenizer {}", plan.tokenizer.display()))?;
-    let fmt = prompt_format(&cfg.prompt_format).map_err(anyhow::Error::msg)?;
-    let data_root = cfg
-        .data_root
-        .clone()
-        .unwrap_or_else(crate::pretrain::default_data_root);
-    let sqa = ScienceQa::load(
-        &data_root,
-        &LoadOptions {
-            captions: cfg.caption_file.clone(),
-        },
-    )
-    .with_context(|| format!("data_root {}", data_root.display()))?;
-    let (mut train_items, _) = sqa.items("train", fmt, cfg.use_caption, MissingImage::Error)?;
-    let (mut val_items, _) = sqa.items("val", fmt, cfg.use_caption, MissingImage::Error)?;
-    if opts.train_limit > 0 {
-        train_items.truncate(opts.train_limit);
-    }
-    if opts.val_limit > 0 {
-        val_items.truncate(opts.val_limit);
-    }
-    let t_load = Instant::now();
-    let train_set = SqaSource::from_sqa(&tok, &plan.config, &train_items, cfg.max_seq_len)
-        .map_err(|e| anyhow::anyhow!("train split of {}: {e}", data_root.display()))?;
-    let val_set = ValSet::build(&tok, &plan.config, &sqa, &val_items, cfg.max_seq_len)
-        .map_err(|e| anyhow::anyhow!("val split of {}: {e}", data_root.display()))?;
-    eprintln!(
-        "lavin-train: {} train examples ({} with an image), {} val problems ({} option rows); \
-         images decoded in {:.1}s",
-        train_set.rows.len(),
-        train_set.n_with_image(),
-        val_set.problems.len(),
-        val_set.source.rows.len(),
-        t_load.elapsed().as_secs_f64()
-    );
+    let (train_set, val_set) = training_data(cfg, opts, &tok, &plan.config)?;
 
     B::seed(device, cfg.seed);
     eprintln!("lavin-train: model: {}", plan.description);
@@ -419,12 +428,17 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
     // ---- training + validation (timed) ----
     let t0 = Instant::now();
     let (model, outcome) = train(cfg, model, &mut optim, &train_set, state, data_seed, device)?;
-    eprintln!(
-        "lavin-train: validating on {} val problems",
-        val_set.problems.len()
-    );
     let inner = model.valid();
-    let val = evaluate::<B>(&inner, &val_set, 32, device).map_err(anyhow::Error::msg)?;
+    let val = match &val_set {
+        Some(v) => {
+            eprintln!(
+                "lavin-train: validating on {} val problems",
+                v.problems.len()
+            );
+            Some(evaluate::<B>(&inner, v, 32, device).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let adapters = cfg.output_dir.join("adapters.safetensors");
     lavin_model::weights::save_adapters(&inner, &adapters)?;
     let metrics = read_metrics(&cfg.output_dir.join("metrics.jsonl"))?;
@@ -446,9 +460,9 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
     let summary = Summary {
         initial_loss,
         final_loss,
-        val_accuracy: Some(val.accuracy),
-        chance_accuracy: Some(val.chance),
-        val_method: Some(METHOD.into()),
+        val_accuracy: val.as_ref().map(|v| v.accuracy),
+        chance_accuracy: val.as_ref().map(|v| v.chance),
+        val_method: val.as_ref().map(|_| METHOD.into()),
         trainable_params: outcome.trainable_params,
         steps: outcome.state.global_step,
         skipped: outcome.state.skipped,
@@ -469,12 +483,15 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
         final_loss,
         final_loss / initial_loss
     );
-    println!(
-        "val accuracy       {:.1}% vs chance {:.1}% ({} problems, likelihood of \"The answer is X.\")",
-        100.0 * val.accuracy,
-        100.0 * val.chance,
-        val.n,
-    );
+    match &val {
+        Some(val) => println!(
+            "val accuracy       {:.1}% vs chance {:.1}% ({} problems, likelihood of \"The answer is X.\")",
+            100.0 * val.accuracy,
+            100.0 * val.chance,
+            val.n,
+        ),
+        None => println!("val accuracy       n/a (instruction data has no val split)"),
+    }
     println!(
         "wall               {:.1}s (training + validation), {:.1} samples/s",
         wall, summary.samples_per_second

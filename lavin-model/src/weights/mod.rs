@@ -35,6 +35,76 @@ pub enum LlamaWeights {
     MetaPlusVicunaDelta { meta: PathBuf, delta: PathBuf },
 }
 
+impl LlamaWeights {
+    /// Finds the LLaMA weights under `root` as the original lays them out: `<root>/<llm_model>`
+    /// if that folder exists, else `root`; Meta layout if it holds `params.json`, Hugging Face if
+    /// `config.json`. `vicuna = Some(delta)` applies the original's `--use_vicuna` rule to Meta
+    /// weights, with the delta in `delta` or, as the original, `<root>/vicuna_<llm_model>`.
+    pub fn locate(
+        root: &Path,
+        llm_model: &str,
+        vicuna: Option<Option<&Path>>,
+    ) -> Result<Self, WeightsError> {
+        let nested = root.join(llm_model);
+        let dir = if nested.is_dir() {
+            nested
+        } else {
+            root.to_path_buf()
+        };
+        let weights = if dir.join("params.json").is_file() {
+            LlamaWeights::Meta(dir)
+        } else if dir.join("config.json").is_file() {
+            LlamaWeights::HuggingFace(dir)
+        } else {
+            return Err(WeightsError::Config {
+                path: dir,
+                message:
+                    "no params.json (Meta LLaMA) or config.json (Hugging Face LLaMA) in this folder"
+                        .into(),
+            });
+        };
+        let Some(delta) = vicuna else {
+            return Ok(weights);
+        };
+        let delta = delta
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join(format!("vicuna_{llm_model}")));
+        match weights {
+            LlamaWeights::Meta(meta) if delta.is_dir() => {
+                Ok(LlamaWeights::MetaPlusVicunaDelta { meta, delta })
+            }
+            LlamaWeights::Meta(_) => Err(WeightsError::Config {
+                path: delta,
+                message: "use_vicuna: the Vicuna delta folder (HF safetensors) does not exist"
+                    .into(),
+            }),
+            other => Err(WeightsError::Config {
+                path: other.dir().to_path_buf(),
+                message:
+                    "use_vicuna adds the Vicuna delta onto Meta-layout weights (params.json); \
+                          for a merged Hugging Face Vicuna, point --llama-model-path at it instead"
+                        .into(),
+            }),
+        }
+    }
+
+    /// The folder of the base weights (with `params.json` or `config.json`).
+    pub fn dir(&self) -> &Path {
+        match self {
+            LlamaWeights::Meta(d) | LlamaWeights::HuggingFace(d) => d,
+            LlamaWeights::MetaPlusVicunaDelta { meta, .. } => meta,
+        }
+    }
+
+    /// Reads the LLaMA shapes (`params.json` needs the tokenizer's size for `vocab_size: -1`).
+    pub fn read_config(&self, n_words: usize) -> Result<crate::LlamaConfig, WeightsError> {
+        match self {
+            LlamaWeights::HuggingFace(d) => llama::read_hf_config(d),
+            _ => llama::read_meta_params(self.dir(), n_words),
+        }
+    }
+}
+
 /// Everything to build a LaVIN from files.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
