@@ -37,10 +37,10 @@ use burn::module::{
     AutodiffModule, Content, Devices, EmptyRecord, Module, ModuleDisplay, ModuleDisplayDefault,
     ModuleMapper, ModuleVisitor,
 };
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend, DTypeUsage};
 use burn::tensor::ops::{FloatTensor, QuantizedTensor};
 use burn::tensor::quantization::{QuantLevel, QuantScheme, QuantStore, QuantValue};
-use burn::tensor::{Device, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
 
 /// Default number of consecutive weight values (along the output dimension) sharing one scale.
 ///
@@ -52,7 +52,9 @@ pub const DEFAULT_BLOCK: u8 = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bits {
     /// Symmetric 8-bit (`Q8S`, values in [-127, 127]), one f32 scale per block. All backends
-    /// that support quantization, including NdArray.
+    /// that support quantization, including NdArray. Stored as one i8 per value where the device
+    /// can store i8, else four values packed into a u32 (Burn's `Wgpu`: WGSL has no 8-bit
+    /// integers); see [`Bits::scheme_for`].
     Eight,
     /// Symmetric 4-bit (`Q4S`, values in [-7, 7]) packed into u32, one f32 scale per block.
     /// CubeCL backends (wgpu, cuda) only.
@@ -72,6 +74,24 @@ impl Bits {
             Bits::Four => base
                 .with_value(QuantValue::Q4S)
                 .with_store(QuantStore::PackedU32(0)),
+        }
+    }
+
+    /// The scheme used on backend `B`: [`scheme`](Self::scheme), except that 8-bit falls back
+    /// from the native i8 store to `PackedU32` where `B` cannot store i8 on `device`.
+    ///
+    /// Why: NdArray quantizes with the native store only, while Burn's `Wgpu` (WGSL shaders, no
+    /// i8 type) rejects it ("Q8S is not supported for native quantization") and packs instead.
+    /// The stored size is the same (8 bits per value), so nothing else depends on the choice.
+    pub fn scheme_for<B: Backend>(self, block: u8, device: &Device<B>) -> QuantScheme {
+        let scheme = self.scheme(block);
+        match self {
+            Bits::Eight
+                if !B::dtype_usage(device, DType::QFloat(scheme)).contains(DTypeUsage::Storage) =>
+            {
+                scheme.with_store(QuantStore::PackedU32(0))
+            }
+            _ => scheme,
         }
     }
 
@@ -398,7 +418,7 @@ impl<B: Backend> FrozenQuantLinear<B> {
         }
         let ad = Self::ops_for_backend(&weight.device())?;
         let dtype = FloatDType::from(weight.dtype());
-        let scheme = bits.scheme(block);
+        let scheme = bits.scheme_for::<B>(block, &weight.device());
         let prim = weight.into_primitive().tensor();
         // Backends signal unsupported schemes by panicking (`unimplemented!`); turn that into a
         // typed error so `--bits 4bit` on ndarray is a message, not a crash.
