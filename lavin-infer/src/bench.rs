@@ -95,7 +95,7 @@ pub fn run<B: Backend>(
 
         let t2 = Instant::now();
         for step in 0..new_tokens {
-            let row = model.llama.tok_embeddings.forward(next);
+            let row = model.llama.embed(next);
             logits = model.decode(&mut state, row, prompt_len + step);
             next = logits.clone().argmax(1).reshape([b, 1]);
             // Only the sampled ids come back, as in real generation.

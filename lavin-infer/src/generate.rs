@@ -194,7 +194,7 @@ impl<B: Backend> Generator for LavinGenerator<B> {
                 break;
             }
             // The next row: the prompt's own embedding (maybe an image feature) or the new token's.
-            let new = self.model.llama.tok_embeddings.forward(Tensor::from_data(
+            let new = self.model.llama.embed(Tensor::from_data(
                 TensorData::new(row_ids, [b, 1]),
                 &self.device,
             ));

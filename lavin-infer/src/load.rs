@@ -156,6 +156,8 @@ fn dispatch<J: BackendJob>(kind: BackendKind, job: J) -> anyhow::Result<J::Outpu
     match kind {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => job.run::<burn::backend::NdArray>(Default::default()),
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => job.run::<burn::backend::Flex>(Default::default()),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default()),
         #[cfg(feature = "cuda")]

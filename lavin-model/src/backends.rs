@@ -96,8 +96,10 @@ pub enum BackendError {
 /// A Burn backend this project can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BackendKind {
-    /// CPU reference (burn-ndarray), f32.
+    /// CPU reference (burn-ndarray), f32: what the parity tolerances are stated for.
     Ndarray,
+    /// Fast CPU backend (burn-flex): zero-copy views and SIMD kernels; f32, f16, bf16.
+    Flex,
     /// Portable GPU (burn-wgpu: Vulkan/Metal/DX12).
     Wgpu,
     /// NVIDIA CUDA (burn-cuda).
@@ -106,12 +108,18 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// All kinds.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Ndarray,
+        BackendKind::Flex,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
-    /// Lower-case name (`ndarray`, `wgpu`, `cuda`).
+    /// Lower-case name (`ndarray`, `flex`, `wgpu`, `cuda`).
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Ndarray => "ndarray",
+            BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
         }
@@ -126,6 +134,7 @@ impl BackendKind {
     pub fn is_compiled(self) -> bool {
         match self {
             BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Cuda => cfg!(feature = "cuda"),
         }
@@ -192,6 +201,7 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "ndarray" | "cpu-ndarray" => Ok(BackendKind::Ndarray),
+            "flex" => Ok(BackendKind::Flex),
             "wgpu" => Ok(BackendKind::Wgpu),
             "cuda" => Ok(BackendKind::Cuda),
             _ => Err(BackendError::UnknownBackend(s.to_string())),

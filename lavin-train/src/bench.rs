@@ -253,7 +253,12 @@ fn block_linear_elems(cfg: &LavinConfig) -> usize {
 /// `lavin-train bench`: pick the backend, run, print.
 // Built without any backend feature (as a library of lavin-infer) every arm bails.
 #[cfg_attr(
-    not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+    not(any(
+        feature = "ndarray",
+        feature = "flex",
+        feature = "wgpu",
+        feature = "cuda"
+    )),
     allow(unreachable_code, unused_variables)
 )]
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
@@ -280,6 +285,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         BackendKind::Ndarray => {
             bench_on::<burn::backend::NdArray<f32>>(args, &choice, &Default::default())?
         }
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => bench_on::<burn::backend::Flex>(args, &choice, &Default::default())?,
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => bench_on::<burn::backend::Wgpu>(args, &choice, &Default::default())?,
         #[cfg(feature = "cuda")]

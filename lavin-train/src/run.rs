@@ -231,7 +231,12 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 /// `--backend`), train, validate, report.
 // Built without any backend feature (as a library of lavin-infer) every arm bails.
 #[cfg_attr(
-    not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+    not(any(
+        feature = "ndarray",
+        feature = "flex",
+        feature = "wgpu",
+        feature = "cuda"
+    )),
     allow(unreachable_code, unused_variables)
 )]
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
@@ -258,6 +263,8 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
         BackendKind::Ndarray => {
             run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &Default::default())
         }
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => run_on::<burn::backend::Flex>(&cfg, opts, &Default::default()),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => run_on::<burn::backend::Wgpu>(&cfg, opts, &Default::default()),
         #[cfg(feature = "cuda")]
