@@ -254,6 +254,9 @@ where
             }
             let idx = &order[it * per_batch..(it + 1) * per_batch];
             let (batch, stats) = data.batch(idx, device).map_err(TrainError::Data)?;
+            // Dropout masks come from the backend RNG: reseeding it from what a checkpoint
+            // restores makes `--resume` reproduce them too.
+            B::seed(device, micro_batch_seed(data_seed, state.epoch, it));
             let out = model.forward_train(batch);
             let loss_v: f64 = out.loss.clone().into_scalar().elem();
             state.micro_step += 1;
@@ -333,6 +336,17 @@ where
             last_checkpoint: last_ck,
         },
     ))
+}
+
+/// The backend RNG seed of one micro-batch: a splitmix64 mix of the data seed, epoch and
+/// iteration (all restored by a checkpoint).
+pub fn micro_batch_seed(data_seed: u64, epoch: usize, iteration: usize) -> u64 {
+    let mut z = data_seed
+        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (iteration as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A fresh optimizer with the config's hyper-parameters (betas 0.9/0.95, eps 1e-8).

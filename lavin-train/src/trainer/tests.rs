@@ -2,7 +2,6 @@ use super::*;
 use crate::io::read_safetensors;
 use crate::optim::step_module;
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{Int, Tensor};
 use lavin_model::parity::Case;
 
 type AB = Autodiff<NdArray<f32>>;
@@ -60,56 +59,6 @@ fn end_to_end_three_steps_match_fixture() {
     assert!(worst_param <= 1e-5, "param abs error {worst_param}");
 }
 
-/// The fixture's two items, repeated: example i = fixture item i % 2.
-struct Repeat {
-    tokens: Tensor<AB, 2, Int>,
-    labels: Tensor<AB, 2, Int>,
-    images: Tensor<AB, 4>,
-    indicators: Tensor<AB, 1, Int>,
-    n: usize,
-}
-
-impl BatchSource<AB> for Repeat {
-    fn len(&self) -> usize {
-        self.n
-    }
-    fn batch(
-        &self,
-        indices: &[usize],
-        device: &burn::tensor::Device<AB>,
-    ) -> Result<(LavinBatch<AB>, BatchStats), String> {
-        let rows: Vec<i64> = indices.iter().map(|i| (*i % 2) as i64).collect();
-        let idx = Tensor::<AB, 1, Int>::from_data(
-            burn::tensor::TensorData::new(rows, [indices.len()]),
-            device,
-        );
-        let b = LavinBatch {
-            tokens: self.tokens.clone().select(0, idx.clone()),
-            labels: self.labels.clone().select(0, idx.clone()),
-            images: self.images.clone().select(0, idx.clone()),
-            indicators: self.indicators.clone().select(0, idx),
-        };
-        Ok((
-            b,
-            BatchStats {
-                samples: indices.len(),
-                tokens: indices.len() * 48,
-            },
-        ))
-    }
-}
-
-fn repeat(c: &Case, n: usize) -> Repeat {
-    let b = c.batch::<AB>(&Default::default()).unwrap();
-    Repeat {
-        tokens: b.tokens,
-        labels: b.labels,
-        images: b.images,
-        indicators: b.indicators,
-        n,
-    }
-}
-
 #[test]
 fn epoch_order_is_seeded_permutation() {
     let a = epoch_order(10, 3, 1);
@@ -120,58 +69,6 @@ fn epoch_order_is_seeded_permutation() {
     assert_eq!(s, (0..10).collect::<Vec<_>>());
     assert_eq!(steps_per_epoch(10, 3, 1), 3);
     assert_eq!(steps_per_epoch(10, 3, 2), 1);
-}
-
-/// Resume from a mid-epoch checkpoint reproduces the uninterrupted run exactly.
-#[test]
-fn resume_mid_epoch_is_exact() {
-    let dev = Default::default();
-    let c = case();
-    let data = repeat(&c, 4);
-    let d = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        batch_size: 1,
-        accum_iter: 2,
-        epochs: 2,
-        warmup_epochs: 0.5,
-        lr: Some(1e-3),
-        checkpoint_every: 1,
-        keep_last: 0,
-        output_dir: d.path().join("a"),
-        ..TrainConfig::tiny_default()
-    };
-    // Run A: uninterrupted (4 micro-batches per epoch, 2 steps per epoch).
-    let mut opt = optimizer_for::<NdArray<f32>>(&cfg);
-    let model = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
-    let (model_a, out_a) =
-        train(&cfg, model, &mut opt, &data, TrainState::default(), 7, &dev).unwrap();
-    assert_eq!(out_a.state.global_step, 4);
-    assert_eq!(out_a.losses.len(), 4);
-    assert!(out_a.losses.iter().all(|(_, l)| l.is_finite()));
-    let cks = crate::checkpoint::list(&cfg.output_dir);
-    assert_eq!(
-        cks.iter().map(|c| c.0).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
-    let metrics = crate::report::read_metrics(&cfg.output_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.len(), 4);
-    assert_eq!(metrics[0].lr, 0.0, "warmup starts at lr 0");
-
-    // Run B: resume from the checkpoint after step 1 (epoch 0, micro-batch 2).
-    let cfg_b = TrainConfig {
-        output_dir: d.path().join("b"),
-        ..cfg.clone()
-    };
-    let mut opt_b = optimizer_for::<NdArray<f32>>(&cfg_b);
-    let fresh = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
-    let (model, st, seed) = resume_from(&cks[0].1, fresh, &mut opt_b, &dev).unwrap();
-    assert_eq!((st.epoch, st.iteration, st.global_step, seed), (0, 2, 1, 7));
-    let (model_b, out_b) = train(&cfg_b, model, &mut opt_b, &data, st, seed, &dev).unwrap();
-    assert_eq!(out_b.state, out_a.state);
-    assert_eq!(out_b.losses, out_a.losses[1..].to_vec());
-    let pa = collect_params(&model_a, &lavin_trainable_name);
-    let pb = collect_params(&model_b, &lavin_trainable_name);
-    assert_eq!(pa, pb, "resumed run must reproduce the uninterrupted one");
 }
 
 #[test]
