@@ -200,13 +200,10 @@ pub struct EvalMmeArgs {
     pub model: ModelArgs,
 }
 
-/// `chat`.
+/// What `chat` and `serve` share: the model (or a scripted fake) and the reply defaults.
 #[derive(Debug, Args)]
-pub struct ChatArgs {
-    /// Image to talk about.
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// New tokens per reply.
+pub struct SessionArgs {
+    /// New tokens per reply (the default a request can override in `serve`).
     #[arg(long, default_value_t = 256)]
     pub max_gen_len: usize,
     /// Use a scripted fake model (no weights needed).
@@ -218,6 +215,29 @@ pub struct ChatArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub model: ModelArgs,
+}
+
+impl SessionArgs {
+    /// The fake, or the model at the chat router temperature (5, as the original demo) unless
+    /// `--temperature` says otherwise.
+    fn generator(&self, command: &'static str) -> anyhow::Result<Box<dyn Generator>> {
+        if self.fake {
+            return Ok(fake_generator());
+        }
+        let router_t = self.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
+        load_generator(command, &self.model, router_t)
+    }
+}
+
+/// `chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Image to talk about.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub session: SessionArgs,
 }
 
 /// `serve`.
@@ -238,18 +258,9 @@ pub struct ServeArgs {
     /// Requests that may wait for the model before 503.
     #[arg(long, default_value_t = 32)]
     pub queue: usize,
-    /// Default new tokens per reply.
-    #[arg(long, default_value_t = 256)]
-    pub max_gen_len: usize,
-    /// Use a scripted fake model (no weights needed).
-    #[arg(long)]
-    pub fake: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub decode: DecodeArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub model: ModelArgs,
+    pub session: SessionArgs,
 }
 
 /// `bench`.
@@ -381,17 +392,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chat(a) => {
-            let mut generator = if a.fake {
-                fake_generator()
-            } else {
-                let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
-                load_generator("chat", &a.model, router_t)?
-            };
+            let mut generator = a.session.generator("chat")?;
             let image = match &a.image {
                 Some(p) => Some(load_image_file(p)?),
                 None => None,
             };
-            let params = a.decode.params(a.max_gen_len);
+            let params = a.session.decode.params(a.session.max_gen_len);
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
             let mut out = std::io::stdout();
@@ -405,17 +411,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Serve(a) => {
-            let generator = if a.fake {
-                fake_generator()
-            } else {
-                let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
-                load_generator("serve", &a.model, router_t)?
-            };
+            let generator = a.session.generator("serve")?;
             let cfg = ServeConfig {
                 max_body_bytes: a.max_body_mb.saturating_mul(1024 * 1024),
                 max_new_tokens: a.max_new_tokens,
                 queue_capacity: a.queue,
-                defaults: a.decode.params(a.max_gen_len),
+                defaults: a.session.decode.params(a.session.max_gen_len),
                 ..ServeConfig::default()
             };
             run_blocking(&a.host, a.port, generator, cfg).context("serve")

@@ -175,12 +175,9 @@ pub fn selected_backend(forced: Option<&str>) -> anyhow::Result<BackendKind> {
 /// Backend and frozen-weight precision (`backends.toml` job `infer`, `--backend`,
 /// `--precision`); a precision the backend cannot run is refused here.
 pub fn choose(forced: Option<&str>, precision: Option<&str>) -> anyhow::Result<BackendChoice> {
-    let forced = forced.map(str::parse::<BackendKind>).transpose()?;
-    let precision = precision
-        .map(str::parse::<Precision>)
-        .transpose()
-        .context("--precision")?;
-    Ok(BackendPrefs::embedded()?.select("infer", forced, precision)?)
+    BackendPrefs::embedded()?
+        .select_named("infer", forced, precision)
+        .context("--backend / --precision")
 }
 
 struct LoadJob<'a>(&'a ModelArgs, f32, Precision);

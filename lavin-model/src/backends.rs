@@ -363,6 +363,19 @@ impl BackendPrefs {
         })
     }
 
+    /// [`Self::select`] from the command line's `--backend` and `--precision` strings (an
+    /// unknown name is an error that names it).
+    pub fn select_named(
+        &self,
+        job: &str,
+        backend: Option<&str>,
+        precision: Option<&str>,
+    ) -> Result<BackendChoice, BackendError> {
+        let forced = backend.map(str::parse::<BackendKind>).transpose()?;
+        let precision = precision.map(str::parse::<Precision>).transpose()?;
+        self.select(job, forced, precision)
+    }
+
     /// Pick the backend for `job`.
     ///
     /// * `forced`: `--backend X`; must be compiled in. Its precision is `precision`, or the one the

@@ -14,7 +14,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs, Precision};
+// `BackendKind` is only named by the dispatch arms of the compiled-in backends.
+#[allow(unused_imports)]
+use lavin_model::backends::BackendKind;
+use lavin_model::backends::{BackendChoice, BackendPrefs};
 use lavin_model::llama::{BaseFormat, BaseLinear};
 use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::{LavinBatch, LavinConfig};
@@ -262,18 +265,8 @@ fn block_linear_elems(cfg: &LavinConfig) -> usize {
     allow(unreachable_code, unused_variables)
 )]
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let forced = args
-        .backend
-        .as_deref()
-        .map(str::parse::<BackendKind>)
-        .transpose()?;
-    let precision = args
-        .precision
-        .as_deref()
-        .map(str::parse::<Precision>)
-        .transpose()?;
     let choice = BackendPrefs::embedded()?
-        .select("train", forced, precision)
+        .select_named("train", args.backend.as_deref(), args.precision.as_deref())
         .context("backend")?;
     // `--bits 4bit` on ndarray: refused before any work.
     check_backend(

@@ -15,7 +15,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
 use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
-use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+// `BackendKind` is only named by the dispatch arms of the compiled-in backends.
+#[allow(unused_imports)]
+use lavin_model::backends::BackendKind;
+use lavin_model::backends::{BackendPrefs, Precision};
 use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits, Bits};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
@@ -241,18 +244,11 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 )]
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     let mut cfg = resolve_config(args)?;
-    let prefs = BackendPrefs::load(cfg.backends_file.as_deref())?;
-    let forced = cfg
-        .backend
-        .as_deref()
-        .map(str::parse::<BackendKind>)
-        .transpose()?;
-    let precision = cfg
-        .precision
-        .as_deref()
-        .map(str::parse::<Precision>)
-        .transpose()?;
-    let choice = prefs.select("train", forced, precision)?;
+    let choice = BackendPrefs::load(cfg.backends_file.as_deref())?.select_named(
+        "train",
+        cfg.backend.as_deref(),
+        cfg.precision.as_deref(),
+    )?;
     // Before any work: e.g. 4-bit on ndarray is refused here, not after loading the data.
     check_backend(base_bits(&cfg)?, choice.backend)?;
     // The precision actually used (a backends.toml default included) is the run's config.
