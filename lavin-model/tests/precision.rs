@@ -1,7 +1,8 @@
-//! Frozen weights in fp16 on wgpu (run with `--features wgpu`; CI uses Mesa's lavapipe): the
-//! original's precision, with f32 adapters and explicit casts at the frozen matmuls.
+//! Frozen weights in half precision, with f32 adapters and explicit casts at the frozen matmuls:
+//! fp16 (the original's) and bf16 on flex (CPU, always), fp16 on wgpu (`--features wgpu`; CI
+//! uses Mesa's lavapipe).
 //!
-//! The bound: fp16's unit roundoff is `u = 2^-11`. A frozen linear `y = x W` with `K` inputs
+//! The bound: the format's unit roundoff is `u` (fp16 `2^-11`, bf16 `2^-8`). A frozen linear `y = x W` with `K` inputs
 //! rounds `x` and `W` (`2u`) and accumulates `K` products (at most `√K · u` for independent
 //! rounding when the driver accumulates in fp16), so its relative output error is
 //! `ε_l <= (2 + √K_l) u`. As in the 8-bit test (`quant_model.rs`), first-order errors of the
@@ -9,28 +10,25 @@
 //! `‖Δlogits‖ / ‖logits‖ <= Σ_l ε_l`, and adapter gradients see them twice. A wrong cast, a
 //! transposed weight or a dropped bias gives errors of order 1; the tests also require a
 //! non-zero error, so a conversion that silently did nothing fails.
-#![cfg(feature = "wgpu")]
-
 use std::path::Path;
 
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
-use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
-use burn::tensor::DType;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Device};
 use lavin_model::backends::Precision;
 use lavin_model::llama::BaseFormat;
 use lavin_model::parity::{adapter_grads, host, Case};
 use lavin_model::weights::{load_lavin, LoadSpec};
 use lavin_model::Lavin;
 
-type AD = Autodiff<Wgpu>;
-
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
 
-const FP16: BaseFormat = BaseFormat {
-    precision: Precision::F16,
-    bits: None,
-};
+fn half(precision: Precision) -> BaseFormat {
+    BaseFormat {
+        precision,
+        bits: None,
+    }
+}
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -40,15 +38,14 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// `Σ_l (2 + √K_l) u` over the block linears and the output head (the header's bound).
-fn logits_bound<B: Backend>(m: &Lavin<B>) -> f64 {
-    let u = 2f64.powi(-11);
+fn logits_bound<B: Backend>(m: &Lavin<B>, u: f64) -> f64 {
     let l = &m.config().llama;
     let eps = |k: usize| (2.0 + (k as f64).sqrt()) * u;
     let per_block = 4.0 * eps(l.dim) + 2.0 * eps(l.dim) + eps(l.ffn_hidden());
     l.n_layers as f64 * per_block + eps(l.dim)
 }
 
-fn load(case: &Case, format: BaseFormat, device: &WgpuDevice) -> Lavin<AD> {
+fn load<AD: AutodiffBackend>(case: &Case, format: BaseFormat, device: &Device<AD>) -> Lavin<AD> {
     let dir = Path::new(CASE);
     let spec = LoadSpec {
         llama: case.meta_llama(),
@@ -59,20 +56,21 @@ fn load(case: &Case, format: BaseFormat, device: &WgpuDevice) -> Lavin<AD> {
     load_lavin::<AD>(&case.config, &spec, device).expect("load tiny-a")
 }
 
-#[test]
-fn fp16_frozen_weights_match_f32_within_rounding() {
+/// Half-precision frozen weights on `AD`: stored as `dtype`, logits and adapter gradients within
+/// the header's bound for roundoff `u`.
+fn half_matches_f32<AD: AutodiffBackend>(precision: Precision, dtype: DType, u: f64) {
     let case = Case::open(CASE.as_ref()).expect("case");
-    let device = WgpuDevice::default();
+    let device = Device::<AD>::default();
 
-    let dense = load(&case, BaseFormat::default(), &device);
-    let half = load(&case, FP16, &device);
+    let dense = load::<AD>(&case, BaseFormat::default(), &device);
+    let half = load::<AD>(&case, half(precision), &device);
 
-    // Storage: frozen LLaMA weights in fp16, norms / adapters / CLIP in f32.
+    // Storage: frozen LLaMA weights in half, norms / adapters / CLIP in f32.
     let b0 = &half.llama.layers[0];
-    assert_eq!(b0.attention.wq.weight_dtype(), Some(DType::F16));
-    assert_eq!(b0.feed_forward.w2.weight_dtype(), Some(DType::F16));
-    assert_eq!(half.llama.tok_embeddings.weight.val().dtype(), DType::F16);
-    assert_eq!(half.llama.output.weight.val().dtype(), DType::F16);
+    assert_eq!(b0.attention.wq.weight_dtype(), Some(dtype));
+    assert_eq!(b0.feed_forward.w2.weight_dtype(), Some(dtype));
+    assert_eq!(half.llama.tok_embeddings.weight.val().dtype(), dtype);
+    assert_eq!(half.llama.output.weight.val().dtype(), dtype);
     assert_eq!(b0.attention_norm.gamma.val().dtype(), DType::F32);
     assert_eq!(half.adapter_proj.conv_a.weight.val().dtype(), DType::F32);
     assert_eq!(
@@ -85,16 +83,16 @@ fn fp16_frozen_weights_match_f32_within_rounding() {
     let out_half = half.forward_train(case.batch(&device).expect("batch"));
     assert_eq!(out_half.logits.dtype(), DType::F32);
     let (ld, lh) = (host(out_dense.logits), host(out_half.logits));
-    let bound = logits_bound(&half);
+    let bound = logits_bound(&half, u);
     let err = rel_l2(&lh, &ld);
-    println!("fp16 logits rel-L2 {err:.3e} (bound {bound:.3e})");
+    println!("{precision} logits rel-L2 {err:.3e} (bound {bound:.3e})");
     assert!(
         err > 0.0,
-        "fp16 logits are bit-identical to f32: nothing was converted"
+        "{precision} logits are bit-identical to f32: nothing was converted"
     );
     assert!(
         err <= bound,
-        "fp16 logits rel-L2 {err:.3e} > bound {bound:.3e}"
+        "{precision} logits rel-L2 {err:.3e} > bound {bound:.3e}"
     );
 
     // Adapter gradients: f32, within twice the bound.
@@ -108,19 +106,39 @@ fn fp16_frozen_weights_match_f32_within_rounding() {
     };
     let gerr = rel_l2(&flat(&gh), &flat(&gd));
     println!(
-        "fp16 adapter grads rel-L2 {gerr:.3e} (bound {:.3e})",
+        "{precision} adapter grads rel-L2 {gerr:.3e} (bound {:.3e})",
         2.0 * bound
     );
     assert!(gerr > 0.0 && gerr <= 2.0 * bound);
 }
 
+const FP16_U: f64 = 1.0 / 2048.0; // 2^-11
+const BF16_U: f64 = 1.0 / 256.0; // 2^-8
+
+#[test]
+fn flex_fp16_frozen_weights_match_f32_within_rounding() {
+    half_matches_f32::<Autodiff<Flex>>(Precision::F16, DType::F16, FP16_U);
+}
+
+#[test]
+fn flex_bf16_frozen_weights_match_f32_within_rounding() {
+    half_matches_f32::<Autodiff<Flex>>(Precision::Bf16, DType::BF16, BF16_U);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_fp16_frozen_weights_match_f32_within_rounding() {
+    half_matches_f32::<Autodiff<burn::backend::Wgpu>>(Precision::F16, DType::F16, FP16_U);
+}
+
 #[test]
 fn converting_after_load_equals_converting_while_loading() {
+    type AD = Autodiff<Flex>;
     let case = Case::open(CASE.as_ref()).expect("case");
-    let device = WgpuDevice::default();
-    let streamed = load(&case, FP16, &device);
-    let after = load(&case, BaseFormat::default(), &device)
-        .convert_base(FP16)
+    let device = Device::<AD>::default();
+    let streamed = load::<AD>(&case, half(Precision::F16), &device);
+    let after = load::<AD>(&case, BaseFormat::default(), &device)
+        .convert_base(half(Precision::F16))
         .expect("convert");
     let a = host(streamed.forward_train(case.batch(&device).unwrap()).logits);
     let b = host(after.forward_train(case.batch(&device).unwrap()).logits);
