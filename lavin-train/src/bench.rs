@@ -14,10 +14,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-// `BackendKind` is only named by the dispatch arms of the compiled-in backends.
-#[allow(unused_imports)]
-use lavin_model::backends::BackendKind;
-use lavin_model::backends::{BackendChoice, BackendPrefs};
+use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs};
 use lavin_model::llama::{BaseFormat, BaseLinear};
 use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::{LavinBatch, LavinConfig};
@@ -147,12 +144,7 @@ fn bench_ad<AB: AutodiffBackend>(
     let f32_bytes = block_linear_elems(&cfg) * 4;
     let stored_bytes: usize = model
         .llama
-        .layers
-        .iter()
-        .flat_map(|b| {
-            let (a, f) = (&b.attention, &b.feed_forward);
-            [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
-        })
+        .base_linears()
         .map(|l| match l {
             BaseLinear::Quant(q) => q.packed_bytes(),
             BaseLinear::Dense(d) => {
@@ -254,16 +246,6 @@ fn block_linear_elems(cfg: &LavinConfig) -> usize {
 }
 
 /// `lavin-train bench`: pick the backend, run, print.
-// Built without any backend feature (as a library of lavin-infer) every arm bails.
-#[cfg_attr(
-    not(any(
-        feature = "ndarray",
-        feature = "flex",
-        feature = "wgpu",
-        feature = "cuda"
-    )),
-    allow(unreachable_code, unused_variables)
-)]
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let choice = BackendPrefs::embedded()?
         .select_named("train", args.backend.as_deref(), args.precision.as_deref())

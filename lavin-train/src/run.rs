@@ -15,10 +15,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
 use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
-// `BackendKind` is only named by the dispatch arms of the compiled-in backends.
-#[allow(unused_imports)]
-use lavin_model::backends::BackendKind;
-use lavin_model::backends::{BackendPrefs, Precision};
+use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
 use lavin_model::llama::BaseFormat;
 use lavin_model::quant::{check_backend, parse_bits, Bits};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
@@ -232,16 +229,6 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 
 /// Run the `train` command: resolve, pick the backend (`backends.toml` job `train`, or
 /// `--backend`), train, validate, report.
-// Built without any backend feature (as a library of lavin-infer) every arm bails.
-#[cfg_attr(
-    not(any(
-        feature = "ndarray",
-        feature = "flex",
-        feature = "wgpu",
-        feature = "cuda"
-    )),
-    allow(unreachable_code, unused_variables)
-)]
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     let mut cfg = resolve_config(args)?;
     let choice = BackendPrefs::load(cfg.backends_file.as_deref())?.select_named(

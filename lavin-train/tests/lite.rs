@@ -53,14 +53,7 @@ fn same_adapters<B: Backend>(model: Lavin<B>, from: &Lavin<B>) -> Lavin<B> {
 }
 
 fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&BaseLinear<B>> {
-    m.llama
-        .layers
-        .iter()
-        .flat_map(|b| {
-            let (a, f) = (&b.attention, &b.feed_forward);
-            [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
-        })
-        .collect()
+    m.llama.base_linears().collect()
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
@@ -149,6 +142,21 @@ fn training_step_on_quantized_base_changes_adapters_only() {
     }
 }
 
+/// One step of the tiny preset's bench on ndarray at `bits`.
+fn tiny_bench(bits: &str) -> BenchArgs {
+    BenchArgs {
+        preset: "tiny".into(),
+        batch_size: Some(2),
+        seq_len: Some(16),
+        steps: 1,
+        warmup: 0,
+        backend: Some("ndarray".into()),
+        precision: None,
+        bits: bits.into(),
+        gradient_checkpointing: false,
+    }
+}
+
 fn train_args(out: &std::path::Path, bits: &str) -> TrainArgs {
     TrainArgs {
         output_dir: Some(out.to_path_buf()),
@@ -201,34 +209,14 @@ fn four_bit_on_ndarray_fails_before_work() {
     assert!(e.contains(FOUR_BIT_ERROR), "{e}");
     assert!(!out.exists(), "output written before the check");
 
-    let bench = BenchArgs {
-        preset: "tiny".into(),
-        batch_size: Some(2),
-        seq_len: Some(16),
-        steps: 1,
-        warmup: 0,
-        backend: Some("ndarray".into()),
-        precision: None,
-        bits: "4bit".into(),
-        gradient_checkpointing: false,
-    };
+    let bench = tiny_bench("4bit");
     let e = format!("{:#}", lavin_train::bench::run(&bench).unwrap_err());
     assert!(e.contains(FOUR_BIT_ERROR), "{e}");
 }
 
 #[test]
 fn bench_reports_packed_base_with_8bit() {
-    let args = BenchArgs {
-        preset: "tiny".into(),
-        batch_size: Some(2),
-        seq_len: Some(16),
-        steps: 1,
-        warmup: 0,
-        backend: Some("ndarray".into()),
-        precision: None,
-        bits: "8bit".into(),
-        gradient_checkpointing: false,
-    };
+    let args = tiny_bench("8bit");
     let r = lavin_train::bench::run(&args).unwrap();
     assert_eq!(r.bits, "8bit");
     // 8-bit values + one f32 scale per 32: 1.125 of 4 bytes per weight.

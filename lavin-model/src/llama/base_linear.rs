@@ -18,7 +18,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::module::linear;
-use burn::tensor::{backend::Backend, DType, Element, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::backends::Precision;
 use crate::quant::{Bits, FrozenQuantLinear, QuantError, DEFAULT_BLOCK};
@@ -120,17 +120,15 @@ impl<B: Backend> BaseLinear<B> {
 
 /// The backend's own float dtype: what activations, adapters and norms use.
 pub fn compute_dtype<B: Backend>() -> DType {
-    <B::FloatElem as Element>::dtype()
+    Precision::F32.dtype::<B>()
 }
 
 /// `linear(x, W)` for a weight of any float dtype: `x` is cast to the weight's dtype and the
 /// product back to `x`'s (a no-op pair when they agree, as in the f32 parity path).
 pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    // Casts to the dtype a tensor already has are no-ops (Burn returns it unchanged).
     let weight = l.weight.val();
     let (wt, xt) = (weight.dtype(), x.dtype());
-    if wt == xt {
-        return l.forward(x);
-    }
     let bias = l.bias.as_ref().map(|b| b.val().cast(wt));
     linear(x.cast(wt), weight, bias).cast(xt)
 }

@@ -79,6 +79,14 @@ impl<B: Backend> Llama<B> {
             .cast(compute_dtype::<B>())
     }
 
+    /// The frozen linears of every block, in order: wq, wk, wv, wo, w1, w2, w3 per layer.
+    pub fn base_linears(&self) -> impl Iterator<Item = &BaseLinear<B>> {
+        self.layers.iter().flat_map(|b| {
+            let (a, f) = (&b.attention, &b.feed_forward);
+            [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
+        })
+    }
+
     /// The bit width of the block linears (`None` = dense; checks the first layer's wq).
     pub fn base_bits(&self) -> Option<Bits> {
         self.layers.first().and_then(|b| b.attention.wq.bits())

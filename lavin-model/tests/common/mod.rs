@@ -257,14 +257,7 @@ pub fn dense_model<B: Backend>(c: &LavinConfig, device: &Device<B>) -> Lavin<B> 
 }
 
 pub fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&BaseLinear<B>> {
-    m.llama
-        .layers
-        .iter()
-        .flat_map(|b| {
-            let (a, f) = (&b.attention, &b.feed_forward);
-            [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]
-        })
-        .collect()
+    m.llama.base_linears().collect()
 }
 
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
