@@ -25,6 +25,7 @@ pub mod data;
 pub mod io;
 pub mod lr_sched;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod pretrain;
 pub mod report;

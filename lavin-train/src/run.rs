@@ -241,17 +241,48 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     // The precision actually used (a backends.toml default included) is the run's config.
     cfg.precision = Some(choice.precision.name().to_string());
     eprintln!("lavin-train: backend {choice}");
+    let ids = lavin_model::backends::parse_devices(&cfg.devices)
+        .map_err(|e| anyhow::anyhow!("--devices: {e}"))?;
+    let cpu = |backend: BackendKind| -> anyhow::Result<()> {
+        if ids != [0] {
+            bail!(
+                "--devices {}: backend {backend} has one device (0); data-parallel training \
+                 runs on cuda (or wgpu with several GPUs)",
+                cfg.devices
+            );
+        }
+        Ok(())
+    };
     match choice.backend {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => {
-            run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &Default::default())
+            cpu(choice.backend)?;
+            run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &[Default::default()])
         }
         #[cfg(feature = "flex")]
-        BackendKind::Flex => run_on::<burn::backend::Flex>(&cfg, opts, &Default::default()),
+        BackendKind::Flex => {
+            cpu(choice.backend)?;
+            run_on::<burn::backend::Flex>(&cfg, opts, &[Default::default()])
+        }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => run_on::<burn::backend::Wgpu>(&cfg, opts, &Default::default()),
+        BackendKind::Wgpu => {
+            use burn::backend::wgpu::WgpuDevice;
+            // One device: the best adapter wgpu finds; a list: discrete GPUs by index.
+            let devices: Vec<WgpuDevice> = if ids == [0] {
+                vec![WgpuDevice::default()]
+            } else {
+                ids.iter().map(|&i| WgpuDevice::DiscreteGpu(i)).collect()
+            };
+            run_on::<burn::backend::Wgpu>(&cfg, opts, &devices)
+        }
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => run_on::<burn::backend::Cuda>(&cfg, opts, &Default::default()),
+        BackendKind::Cuda => {
+            let devices: Vec<_> = ids
+                .iter()
+                .map(|&index| burn::backend::cuda::CudaDevice { index })
+                .collect();
+            run_on::<burn::backend::Cuda>(&cfg, opts, &devices)
+        }
         #[allow(unreachable_patterns)]
         other => bail!(
             "backend {other} is not compiled into this binary (build with --features {})",
@@ -327,25 +358,27 @@ fn is_original_checkpoint(p: &Path) -> bool {
 }
 
 /// The whole run on backend `B` (autodiff on top; `gradient_checkpointing` recomputes the
-/// activations of memory-bound ops in backward instead of keeping them).
+/// activations of memory-bound ops in backward instead of keeping them). The model is loaded on
+/// `devices[0]`; further devices get replicas for data-parallel training.
 pub fn run_on<B: Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> anyhow::Result<Summary> {
     if cfg.gradient_checkpointing {
         eprintln!("lavin-train: gradient checkpointing (BalancedCheckpointing)");
-        run_with::<B, BalancedCheckpointing>(cfg, opts, device)
+        run_with::<B, BalancedCheckpointing>(cfg, opts, devices)
     } else {
-        run_with::<B, NoCheckpointing>(cfg, opts, device)
+        run_with::<B, NoCheckpointing>(cfg, opts, devices)
     }
 }
 
 fn run_with<B: Backend, C: CheckpointStrategy>(
     cfg: &TrainConfig,
     opts: &RunOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> anyhow::Result<Summary> {
+    let device = &devices[0];
     type AB<B, C> = Autodiff<B, C>;
     // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
@@ -385,7 +418,7 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
     let mut optim = optimizer_for::<B>(cfg);
     let (model, state, data_seed) = match &cfg.resume {
         Some(p) => {
-            let (m, st, seed) = resume_from::<AB<B, C>>(p, model, &mut optim, device)
+            let (m, st, seed) = resume_from::<AB<B, C>>(p, cfg, model, &mut optim, device)
                 .with_context(|| format!("resume {}", p.display()))?;
             let seed = if is_original_checkpoint(p) {
                 cfg.seed
@@ -417,7 +450,9 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
 
     // ---- training + validation (timed) ----
     let t0 = Instant::now();
-    let (model, outcome) = train(cfg, model, &mut optim, &train_set, state, data_seed, device)?;
+    let (model, outcome) = train(
+        cfg, model, &mut optim, &train_set, state, data_seed, devices,
+    )?;
     let inner = model.valid();
     let val = match &val_set {
         Some(v) => {

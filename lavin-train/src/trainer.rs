@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -30,6 +29,7 @@ use crate::optim::{
     clip_coefficient, module_grad_norm, step_module, trainable_params, AdamW, AdamWConfig,
     OptimError,
 };
+use crate::parallel::DataParallel;
 use crate::params::{
     assign_params, collect_params, lavin_trainable_name, moments_from_host, moments_to_host,
 };
@@ -50,6 +50,20 @@ pub enum TrainError {
     /// The data source failed.
     #[error("data: {0}")]
     Data(String),
+    /// A checkpoint written with another global batch: its position in the epoch would not
+    /// name the same examples.
+    #[error(
+        "{path}: written with batch_size x devices = {saved}, this run has {now}; resume with \
+         the same --batch-size and number of --devices"
+    )]
+    BatchMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Its global batch.
+        saved: usize,
+        /// This run's.
+        now: usize,
+    },
     /// Not enough examples for one batch.
     #[error(
         "{n} training examples < one batch of {batch} (batch_size x devices): nothing to train"
@@ -136,14 +150,31 @@ pub struct TrainOutcome {
 
 /// Load a resume source into `model` and `optim`; returns the state to continue from.
 /// A lavin-train checkpoint restores moments and counters; an original `.pth` only adapters and
-/// epoch (fresh moments).
+/// epoch (fresh moments). A lavin-train checkpoint must come from a run with the same global
+/// batch (`batch_size x devices`) as `cfg`.
 pub fn resume_from<B: AutodiffBackend>(
     path: &Path,
+    cfg: &TrainConfig,
     model: Lavin<B>,
     optim: &mut AdamW<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<(Lavin<B>, TrainState, u64), TrainError> {
     let ck = Checkpoint::load(path)?;
+    if ck.meta.source.is_none() {
+        if let Ok(saved) = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()) {
+            let (saved, now) = (
+                saved.batch_size * saved.world_size(),
+                cfg.batch_size * cfg.world_size(),
+            );
+            if saved != now {
+                return Err(TrainError::BatchMismatch {
+                    path: path.to_path_buf(),
+                    saved,
+                    now,
+                });
+            }
+        }
+    }
     ck.check_against(path, &trainable_params(&model, &lavin_trainable_name))?;
     let model = assign_params(model, &ck.model, &lavin_trainable_name, path)?;
     // `AutodiffBackend::InnerBackend` shares the device type.
@@ -199,19 +230,29 @@ fn save_checkpoint<B: AutodiffBackend>(
 /// Run training from `state` (fresh: `TrainState::default()`) to `cfg.epochs`.
 ///
 /// `optim` carries the moments (fresh or from [`resume_from`]); `data_seed` fixes the data order.
-pub fn train<B: AutodiffBackend, S: BatchSource<B>>(
+/// `model` lives on `devices[0]`; with more devices each micro-batch of
+/// `batch_size x devices` examples is split across them ([`DataParallel`]).
+pub fn train<B: AutodiffBackend, S: BatchSource<B> + Sync>(
     cfg: &TrainConfig,
     mut model: Lavin<B>,
     optim: &mut AdamW<B::InnerBackend>,
     data: &S,
     mut state: TrainState,
     data_seed: u64,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<(Lavin<B>, TrainOutcome), TrainError>
 where
     Lavin<B>: AutodiffModule<B>,
 {
-    let world = cfg.world_size();
+    let world = devices.len();
+    if world != cfg.world_size() {
+        return Err(TrainError::Data(format!(
+            "devices: {world} given, the config lists {} (`{}`)",
+            cfg.world_size(),
+            cfg.devices
+        )));
+    }
+    let mut dp = DataParallel::new(&model, devices);
     let per_batch = cfg.batch_size * world;
     let spe = steps_per_epoch(data.len(), cfg.batch_size, world);
     if spe == 0 {
@@ -253,23 +294,25 @@ where
                 win_start = Instant::now();
             }
             let idx = &order[it * per_batch..(it + 1) * per_batch];
-            let (batch, stats) = data.batch(idx, device).map_err(TrainError::Data)?;
             // Dropout masks come from the backend RNG: reseeding it from what a checkpoint
             // restores makes `--resume` reproduce them too.
-            B::seed(device, micro_batch_seed(data_seed, state.epoch, it));
-            let out = model.forward_train(batch);
-            let loss_v: f64 = out.loss.clone().into_scalar().elem();
+            let seed = micro_batch_seed(data_seed, state.epoch, it);
+            let shards = dp
+                .micro_batch(&model, data, idx, seed, (accum * world) as f64)
+                .map_err(TrainError::Data)?;
             state.micro_step += 1;
             state.iteration += 1;
-            win_samples += stats.samples;
-            win_tokens += stats.tokens;
-            if !loss_v.is_finite() {
-                state.skipped += 1;
-            } else {
-                win_loss += loss_v;
-                win_n += 1;
-                let grads = out.loss.div_scalar(accum as f64).backward();
-                acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            for shard in shards {
+                win_samples += shard.stats.samples;
+                win_tokens += shard.stats.tokens;
+                match shard.grads {
+                    Some(grads) => {
+                        win_loss += shard.loss;
+                        win_n += 1;
+                        acc.accumulate(&model, grads);
+                    }
+                    None => state.skipped += 1,
+                }
             }
             if (it + 1) % accum != 0 {
                 continue;
@@ -282,6 +325,7 @@ where
                 .unwrap_or(1.0);
             let (m, _) = step_module(optim, model, &mut grads, lr, scale, &naming)?;
             model = m;
+            dp.sync(&model);
             state.global_step += 1;
             samples_total += win_samples as u64;
             let secs = win_start.elapsed().as_secs_f64().max(1e-9);

@@ -115,6 +115,15 @@ fn bad_input_fails_before_training() {
     a.data_root = Some(tmp.path().join("nope"));
     let e = format!("{:#}", run(&a, &OPTS).unwrap_err());
     assert!(e.contains("nope"), "{e}");
+    // several devices on a CPU backend
+    let mut a = args(&out);
+    a.devices = Some("0,1".into());
+    a.backend = Some("ndarray".into());
+    let e = format!("{:#}", run(&a, &OPTS).unwrap_err());
+    assert!(
+        e.contains("--devices 0,1") && e.contains("one device"),
+        "{e}"
+    );
     // --llama-model-path without --clip-model-path
     let mut a = args(&out);
     a.llama_model_path = Some(tmp.path().to_path_buf());

@@ -5,65 +5,19 @@
 //! Its own test binary, one test: the backend RNG is process-global, so a test running in
 //! parallel would draw from it between the reseed and the dropout masks.
 
-use std::path::Path;
+mod common;
 
-use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use lavin_model::parity::Case;
-use lavin_model::LavinBatch;
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use common::{fixture, Repeat, AB};
 use lavin_train::config::TrainConfig;
 use lavin_train::params::{collect_params, lavin_trainable_name};
-use lavin_train::trainer::{
-    optimizer_for, resume_from, train, BatchSource, BatchStats, TrainState,
-};
-
-type AB = Autodiff<NdArray<f32>>;
-
-/// The fixture's two items, repeated: example i = fixture item i % 2.
-struct Repeat {
-    batch: LavinBatch<AB>,
-    n: usize,
-}
-
-impl BatchSource<AB> for Repeat {
-    fn len(&self) -> usize {
-        self.n
-    }
-    fn batch(
-        &self,
-        indices: &[usize],
-        device: &Device<AB>,
-    ) -> Result<(LavinBatch<AB>, BatchStats), String> {
-        let rows: Vec<i64> = indices.iter().map(|i| (*i % 2) as i64).collect();
-        let idx = Tensor::<AB, 1, Int>::from_data(TensorData::new(rows, [indices.len()]), device);
-        let b = &self.batch;
-        Ok((
-            LavinBatch {
-                tokens: b.tokens.clone().select(0, idx.clone()),
-                labels: b.labels.clone().select(0, idx.clone()),
-                images: b.images.clone().select(0, idx.clone()),
-                indicators: b.indicators.clone().select(0, idx),
-            },
-            BatchStats {
-                samples: indices.len(),
-                tokens: indices.len() * 48,
-            },
-        ))
-    }
-}
+use lavin_train::trainer::{optimizer_for, resume_from, train, TrainState};
 
 fn resume_is_exact(dropout: f64) {
     let dev = Default::default();
-    let mut c = Case::open(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/parity/tiny-a"
-    )))
-    .unwrap();
-    c.config.adapter.dropout = dropout;
-    let data = Repeat {
-        batch: c.batch::<AB>(&dev).unwrap(),
-        n: 4,
-    };
+    let c = fixture(dropout);
+    let data = Repeat::new(&c, 4);
     let d = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         batch_size: 1,
@@ -79,8 +33,16 @@ fn resume_is_exact(dropout: f64) {
     // Run A: uninterrupted (4 micro-batches per epoch, 2 steps per epoch).
     let mut opt = optimizer_for::<NdArray<f32>>(&cfg);
     let model = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
-    let (model_a, out_a) =
-        train(&cfg, model, &mut opt, &data, TrainState::default(), 7, &dev).unwrap();
+    let (model_a, out_a) = train(
+        &cfg,
+        model,
+        &mut opt,
+        &data,
+        TrainState::default(),
+        7,
+        &[dev],
+    )
+    .unwrap();
     assert_eq!(out_a.state.global_step, 4);
     assert!(out_a.losses.iter().all(|(_, l)| l.is_finite()));
     let cks = lavin_train::checkpoint::list(&cfg.output_dir);
@@ -101,9 +63,9 @@ fn resume_is_exact(dropout: f64) {
     };
     let mut opt_b = optimizer_for::<NdArray<f32>>(&cfg_b);
     let fresh = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
-    let (model, st, seed) = resume_from(&cks[0].1, fresh, &mut opt_b, &dev).unwrap();
+    let (model, st, seed) = resume_from(&cks[0].1, &cfg_b, fresh, &mut opt_b, &dev).unwrap();
     assert_eq!((st.epoch, st.iteration, st.global_step, seed), (0, 2, 1, 7));
-    let (model_b, out_b) = train(&cfg_b, model, &mut opt_b, &data, st, seed, &dev).unwrap();
+    let (model_b, out_b) = train(&cfg_b, model, &mut opt_b, &data, st, seed, &[dev]).unwrap();
     assert_eq!(out_b.state, out_a.state);
     assert_eq!(
         out_b.losses,

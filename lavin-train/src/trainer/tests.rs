@@ -2,6 +2,8 @@ use super::*;
 use crate::io::read_safetensors;
 use crate::optim::step_module;
 use burn::backend::{Autodiff, NdArray};
+use burn::optim::GradientsParams;
+use burn::tensor::ElementConversion;
 use lavin_model::parity::Case;
 
 type AB = Autodiff<NdArray<f32>>;
@@ -82,7 +84,7 @@ fn resume_from_original_checkpoint_gives_adapters_and_epoch() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/data/parity/tiny-a/adapter/checkpoint.pth"
     ));
-    let (model, st, _) = resume_from(p, model, &mut opt, &dev).unwrap();
+    let (model, st, _) = resume_from(p, &cfg, model, &mut opt, &dev).unwrap();
     assert_eq!(st.epoch, 1);
     assert!(opt.states().is_empty());
     let want = crate::io::read_pth_entry(p, "model").unwrap();
