@@ -12,6 +12,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{RepAdapter, RepAdapterRouter};
 use crate::config::{ClipRouterMode, LavinConfig, VisualAdapterType};
+use crate::llama::base_linear::mixed_linear;
 
 /// CLIP's LayerNorm epsilon (not in any config file).
 const LN_EPS: f64 = 1e-5;
@@ -36,7 +37,7 @@ impl<B: Backend> ClipAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, t, w] = x.dims();
         let hd = w / self.heads;
-        let qkv = self.in_proj.forward(x); // [N, T, 3W]
+        let qkv = mixed_linear(&self.in_proj, x); // [N, T, 3W]
         let split = |i: usize| {
             qkv.clone()
                 .narrow(2, i * w, w)
@@ -45,8 +46,7 @@ impl<B: Backend> ClipAttention<B> {
         };
         let (q, k, v) = (split(0), split(1), split(2)); // [N, H, T, hd]
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [N, H, T, hd]
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([n, t, w]))
+        mixed_linear(&self.out_proj, out.swap_dims(1, 2).reshape([n, t, w]))
     }
 }
 
@@ -60,8 +60,8 @@ pub struct ClipMlp<B: Backend> {
 impl<B: Backend> ClipMlp<B> {
     /// `[N, T, W] -> [N, T, W]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let u = self.c_fc.forward(x);
-        self.c_proj.forward(u.clone() * sigmoid(u * 1.702))
+        let u = mixed_linear(&self.c_fc, x);
+        mixed_linear(&self.c_proj, u.clone() * sigmoid(u * 1.702))
     }
 }
 

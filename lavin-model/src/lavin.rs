@@ -95,8 +95,55 @@ impl<B: Backend> Lavin<B> {
         self.forward_traced(batch).0
     }
 
+    /// The training loss alone, equal to [`Self::forward_train`]'s: the output head and the
+    /// cross-entropy run only on the rows that have a target. With vocab 32000 the head is a
+    /// large share of a step and a ScienceQA answer is a small share of the rows. Reads the
+    /// targets on the host to pick the rows (one `[B, S]` integer transfer).
+    pub fn loss(&self, batch: LavinBatch<B>) -> Tensor<B, 1> {
+        let (h, targets, _) = self.trunk(batch);
+        let [b, l] = targets.dims();
+        let c = h.dims()[2];
+        let data = targets.to_data();
+        let rows: Vec<i64> = data
+            .iter::<i64>()
+            .enumerate()
+            .filter(|(_, t)| *t != 0)
+            .map(|(i, _)| i as i64)
+            .collect();
+        let h = h.narrow(1, 0, l); // the last row predicts nothing
+        if rows.is_empty() {
+            // No target at all: the masked mean's 0/0, as the full path gives.
+            return masked_cross_entropy(self.llama.head(h), targets);
+        }
+        let n = rows.len();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &h.device());
+        let picked = h.reshape([b * l, c]).select(0, idx.clone());
+        let targets = targets.reshape([b * l]).select(0, idx);
+        masked_cross_entropy(
+            self.llama.head(picked.unsqueeze_dim(0)),
+            targets.unsqueeze_dim(0),
+        )
+    }
+
     /// [`Self::forward_train`] plus the intermediate tensors.
     pub fn forward_traced(&self, batch: LavinBatch<B>) -> (LavinOutput<B>, LavinTrace<B>) {
+        let (h, targets, trace) = self.trunk(batch);
+        let l = targets.dims()[1];
+        let logits = self.llama.head(h.narrow(1, 0, l)); // the last row predicts nothing
+        let loss = masked_cross_entropy(logits.clone(), targets.clone());
+        (
+            LavinOutput {
+                logits,
+                loss,
+                targets,
+            },
+            trace,
+        )
+    }
+
+    /// Vision tower, assembly and LLaMA blocks: `(h [B, S, C], targets [B, S-1], trace)`, where
+    /// row `i` of `h` predicts target `i`.
+    fn trunk(&self, batch: LavinBatch<B>) -> (Tensor<B, 3>, Tensor<B, 2, Int>, LavinTrace<B>) {
         let [_, s] = batch.tokens.dims();
         let (clip_feats, image_embeds, clip_routes) = self.encode_images(batch.images);
         let h0 = self.assemble(
@@ -117,8 +164,6 @@ impl<B: Backend> Lavin<B> {
             mlp_router_input: MlpRouterInput::AfterAttention,
         };
         let (h, routes) = self.llama.blocks(h0.clone(), &input, None, None);
-        let logits = self.llama.head(h.narrow(1, 0, s - 1)); // the last row predicts nothing
-        let loss = masked_cross_entropy(logits.clone(), targets.clone());
         let trace = LavinTrace {
             clip_feats,
             clip_routes,
@@ -126,14 +171,7 @@ impl<B: Backend> Lavin<B> {
             h0,
             routes,
         };
-        (
-            LavinOutput {
-                logits,
-                loss,
-                targets,
-            },
-            trace,
-        )
+        (h, targets, trace)
     }
 
     /// Embeds `tokens [B, S]` and splices in the image: `[BOS, "Image: ", feats, rest]` for image

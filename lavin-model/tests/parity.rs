@@ -51,3 +51,31 @@ fn hf_llama_gives_the_same_logits() {
             .expect("hf"),
     );
 }
+
+/// `Lavin::loss` (the trainer's path: head and cross-entropy on the target rows only) gives the
+/// loss and adapter gradients of the full-logits forward that the fixture pins.
+#[test]
+fn target_rows_loss_equals_full_forward() {
+    use lavin_model::parity::adapter_grads;
+    let case = case();
+    let device = Default::default();
+    let model = case
+        .load_model::<B>(case.meta_llama(), &device)
+        .expect("load tiny-a");
+    let full = model.forward_train(case.batch(&device).unwrap());
+    let rows = model.loss(case.batch(&device).unwrap());
+    let (lf, lr): (f32, f32) = (full.loss.clone().into_scalar(), rows.clone().into_scalar());
+    assert!(((lf - lr) / lf).abs() < 1e-6, "loss {lf} vs {lr}");
+    let gf = adapter_grads(&model, &full.loss.backward());
+    let gr = adapter_grads(&model, &rows.backward());
+    assert_eq!(gf.len(), gr.len());
+    assert!(gf.len() > 50, "{} adapter gradients", gf.len());
+    for ((name, _, a), (_, _, b)) in gf.iter().zip(&gr) {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            err <= 1e-5 * scale,
+            "{name}: max error {err:e} (scale {scale:e})"
+        );
+    }
+}

@@ -179,8 +179,8 @@ fn bench_ad<AB: AutodiffBackend>(
     for i in 0..args.warmup + args.steps {
         let b = random_batch::<AB>(&cfg, batch, seq, device);
         let t = Instant::now();
-        let out = model.forward_train(b);
-        let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let loss = model.loss(b);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         model = step_module(
             &mut optim,
             model,

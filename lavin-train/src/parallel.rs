@@ -107,16 +107,20 @@ where
         let launch = &launch;
         let run = |k: usize, m: Lavin<B>, dev: B::Device| -> Result<Shard, String> {
             let (batch, stats) = data.batch(&indices[k * per..(k + 1) * per], &dev)?;
-            let out = {
+            let loss = {
                 let _guard = launch.lock().unwrap_or_else(|e| e.into_inner());
                 B::seed(&dev, shard_seed(seed, k));
-                m.forward_train(batch)
+                m.loss(batch)
             };
-            let loss: f64 = out.loss.clone().into_scalar().elem();
-            let grads = loss
+            let value: f64 = loss.clone().into_scalar().elem();
+            let grads = value
                 .is_finite()
-                .then(|| GradientsParams::from_grads(out.loss.div_scalar(divisor).backward(), &m));
-            Ok(Shard { loss, grads, stats })
+                .then(|| GradientsParams::from_grads(loss.div_scalar(divisor).backward(), &m));
+            Ok(Shard {
+                loss: value,
+                grads,
+                stats,
+            })
         };
         let mut shards = if world == 1 {
             vec![run(0, model.clone(), self.devices[0].clone())?]

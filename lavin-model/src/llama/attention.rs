@@ -1,7 +1,9 @@
 //! LLaMA multi-head attention with Meta's interleaved rotary embedding and an optional KV cache.
 
 use burn::module::Module;
-use burn::nn::{LinearConfig, RotaryEncoding};
+use burn::nn::LinearConfig;
+
+use super::Rope;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor};
@@ -54,15 +56,21 @@ impl<B: Backend> Attention<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &RotaryEncoding<B>,
+        rope: &Rope<B>,
         pos: usize,
         mask: Option<Tensor<B, 2, Bool>>,
         cache: Option<(&mut LayerCache<B>, CacheUse)>,
     ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         let heads = |t: Tensor<B, 3>, h: usize| t.reshape([b, l, h, self.head_dim]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.wq.forward(x.clone()), self.n_heads), pos); // [B, H, L, hd]
-        let k = rope.apply(heads(self.wk.forward(x.clone()), self.n_kv_heads), pos);
+        let q = heads(
+            rope.apply(self.wq.forward(x.clone()), pos, self.n_heads),
+            self.n_heads,
+        ); // [B, H, L, hd]
+        let k = heads(
+            rope.apply(self.wk.forward(x.clone()), pos, self.n_kv_heads),
+            self.n_kv_heads,
+        );
         let v = heads(self.wv.forward(x), self.n_kv_heads);
 
         let (k, v) = match cache {

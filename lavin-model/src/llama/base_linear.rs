@@ -17,7 +17,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::module::linear;
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::backends::Precision;
@@ -123,14 +122,26 @@ pub fn compute_dtype<B: Backend>() -> DType {
     Precision::F32.dtype::<B>()
 }
 
-/// `linear(x, W)` for a weight of any float dtype: `x` is cast to the weight's dtype and the
-/// product back to `x`'s (a no-op pair when they agree, as in the f32 parity path).
+/// `linear(x, W)` for a frozen weight of any float dtype: `x` is cast to the weight's dtype and
+/// the product back to `x`'s (a no-op pair when they agree, as in the f32 parity path).
+///
+/// Computed as one 2-D matmul over all rows rather than with Burn's `linear`: autodiff's matmul
+/// backward multiplies by a transposed *view* of `W`, while `linear`'s backward reshapes the
+/// transposed weight, which the CPU backends answer with a full copy of `W` on every backward.
 pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     // Casts to the dtype a tensor already has are no-ops (Burn returns it unchanged).
     let weight = l.weight.val();
     let (wt, xt) = (weight.dtype(), x.dtype());
-    let bias = l.bias.as_ref().map(|b| b.val().cast(wt));
-    linear(x.cast(wt), weight, bias).cast(xt)
+    let [d_in, d_out] = weight.dims();
+    let mut dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = x.cast(wt).reshape([rows, d_in]).matmul(weight);
+    let y = match &l.bias {
+        Some(b) => y + b.val().cast(wt).unsqueeze_dim(0),
+        None => y,
+    };
+    dims[D - 1] = d_out;
+    y.cast(xt).reshape(dims)
 }
 
 /// The frozen linear with its weights (and bias) stored in `precision`; untracked.

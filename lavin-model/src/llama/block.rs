@@ -1,7 +1,7 @@
 //! One LLaMA block with LaVIN's router adapters in front of attention (and the FFN for 'block').
 
 use burn::module::Module;
-use burn::nn::{RmsNorm, RmsNormConfig, RotaryEncoding};
+use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use super::attention::Attention;
@@ -39,7 +39,7 @@ pub struct Block<B: Backend> {
 
 /// Per-call inputs shared by every block.
 pub struct BlockInput<'a, B: Backend> {
-    pub rope: &'a RotaryEncoding<B>,
+    pub rope: &'a super::Rope<B>,
     pub pos: usize,
     pub mask: Option<Tensor<B, 2, Bool>>,
     pub mlp_router_input: MlpRouterInput,

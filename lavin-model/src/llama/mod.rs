@@ -4,16 +4,15 @@ pub mod attention;
 pub mod base_linear;
 pub mod block;
 pub mod feed_forward;
+pub mod rope;
 
 use burn::module::Module;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding,
-    RotaryEncodingConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 pub use base_linear::{BaseFormat, BaseLinear};
 pub use block::{Block, BlockInput, BlockRoutes, MlpRouterInput};
+pub use rope::Rope;
 
 use crate::cache::{CacheUse, KvCache};
 use crate::config::LavinConfig;
@@ -26,7 +25,7 @@ pub struct Llama<B: Backend> {
     pub layers: Vec<Block<B>>,
     pub norm: RmsNorm<B>,
     pub output: Linear<B>,
-    pub rope: RotaryEncoding<B>,
+    pub rope: Rope<B>,
 }
 
 impl<B: Backend> Llama<B> {
@@ -34,9 +33,12 @@ impl<B: Backend> Llama<B> {
         let l = &config.llama;
         // Generation may run past the training window (the original sizes its rotary table
         // at 2 * max_seq_len), so leave room.
-        let rope = RotaryEncodingConfig::new(2 * config.max_seq_len.max(1), l.head_dim())
-            .with_theta(l.rope_theta as f32)
-            .init(device);
+        let rope = Rope::new(
+            l.head_dim(),
+            2 * config.max_seq_len.max(1),
+            l.rope_theta,
+            device,
+        );
         Self {
             tok_embeddings: EmbeddingConfig::new(l.vocab_size, l.dim).init(device),
             layers: (0..l.n_layers)

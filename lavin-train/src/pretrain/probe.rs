@@ -287,13 +287,13 @@ where
                 .collect();
             let len = batch_len(&ex, cfg.max_seq_len, img_extra, txt_extra);
             let batch = make_batch::<B>(&ex, &imgs, hw, len, false, device);
-            let out = model.forward_train(batch);
-            let v: f64 = out.loss.clone().into_scalar().elem();
+            let loss = model.loss(batch);
+            let v: f64 = loss.clone().into_scalar().elem();
             if !v.is_finite() {
                 continue;
             }
             losses.push(v);
-            let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = lr_at(
                 opts.lr,
                 epoch as f64 + it as f64 / spe as f64,
