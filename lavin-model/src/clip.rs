@@ -6,13 +6,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{RepAdapter, RepAdapterRouter};
 use crate::config::{ClipRouterMode, LavinConfig, VisualAdapterType};
 use crate::llama::base_linear::mixed_linear;
+use crate::sdpa::sdpa;
 
 /// CLIP's LayerNorm epsilon (not in any config file).
 const LN_EPS: f64 = 1e-5;
@@ -45,7 +44,7 @@ impl<B: Backend> ClipAttention<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (split(0), split(1), split(2)); // [N, H, T, hd]
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [N, H, T, hd]
+        let out = sdpa(q, k, v, None); // [N, H, T, hd]
         mixed_linear(&self.out_proj, out.swap_dims(1, 2).reshape([n, t, w]))
     }
 }

@@ -21,6 +21,7 @@ pub mod llama;
 pub mod loss;
 pub mod parity;
 pub mod quant;
+pub mod sdpa;
 pub mod weights;
 
 pub use config::{

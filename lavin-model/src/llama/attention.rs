@@ -2,15 +2,13 @@
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
-
-use super::Rope;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use super::base_linear::{BaseFormat, BaseLinear};
+use super::Rope;
 use crate::cache::{CacheUse, LayerCache};
 use crate::quant::QuantError;
+use crate::sdpa::sdpa;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -90,7 +88,7 @@ impl<B: Backend> Attention<B> {
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let lk = k.dims()[2];
         let mask = mask.map(|m| m.reshape([1, 1, l, lk]).expand([b, self.n_heads, l, lk]));
-        let out = attention(q, k, v, mask, None, AttentionModuleOptions::default()); // [B, H, L, hd]
+        let out = sdpa(q, k, v, mask); // [B, H, L, hd]
         self.wo.forward(
             out.swap_dims(1, 2)
                 .reshape([b, l, self.n_heads * self.head_dim]),

@@ -1,0 +1,35 @@
+//! Scaled dot-product attention written as two batched matmuls around a softmax, as the
+//! original LaVIN computes it.
+//!
+//! Burn 0.21's `module::attention` on the flex CPU backend runs the `(batch, head)` pairs one
+//! after another with single-threaded gemms; as batched matmuls they spread over all cores
+//! (`small`, batch 8 on 2 cores: image encoding 696 -> 624 ms, prefill 1125 -> 1255 tok/s), and
+//! under autodiff Burn decomposes `attention` into these same ops anyway. A single query row
+//! (a decode step) stays with Burn's kernel, which is faster there (93 vs 85 tok/s at batch 1).
+
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{backend::Backend, Bool, Tensor};
+
+/// `softmax(q kᵀ / √d, masked) v` for `q [B, H, L, d]`, `k, v [B, H, Lk, d]`; `mask
+/// [B, H, L, Lk]` is true where a query must not see a key.
+pub fn sdpa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+) -> Tensor<B, 4> {
+    let [_, _, l, d] = q.dims();
+    if l == 1 {
+        return attention(q, k, v, mask, None, AttentionModuleOptions::default());
+    }
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar((d as f64).powf(-0.5));
+    let scores = match mask {
+        Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
+        None => scores,
+    };
+    softmax(scores, 3).matmul(v)
+}
