@@ -10,6 +10,12 @@ fn case() -> Case {
         .expect("open tiny-a")
 }
 
+/// The case's model from its Meta-layout LLaMA, on the default device.
+fn model(case: &Case) -> lavin_model::Lavin<B> {
+    case.load_model::<B>(case.meta_llama(), &Default::default())
+        .expect("load tiny-a")
+}
+
 fn assert_all_pass(rows: &[Check]) {
     for r in rows {
         println!(
@@ -33,9 +39,7 @@ fn assert_all_pass(rows: &[Check]) {
 fn training_forward_and_gradients_match_the_original() {
     let case = case();
     let device = Default::default();
-    let model = case
-        .load_model::<B>(case.meta_llama(), &device)
-        .expect("load tiny-a");
+    let model = model(&case);
     let rows = case.check_training(&model, &device).expect("check");
     // 8 CLIP routers + clip_feats, image_embeds, h0, 2 routers, logits, loss_labels, loss + 90 grads.
     assert!(rows.len() >= 100, "only {} rows", rows.len());
@@ -59,9 +63,7 @@ fn target_rows_loss_equals_full_forward() {
     use lavin_model::parity::adapter_grads;
     let case = case();
     let device = Default::default();
-    let model = case
-        .load_model::<B>(case.meta_llama(), &device)
-        .expect("load tiny-a");
+    let model = model(&case);
     let full = model.forward_train(case.batch(&device).unwrap());
     let rows = model.loss(case.batch(&device).unwrap());
     let (lf, lr): (f32, f32) = (full.loss.clone().into_scalar(), rows.clone().into_scalar());

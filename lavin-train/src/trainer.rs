@@ -64,6 +64,16 @@ pub enum TrainError {
         /// This run's.
         now: usize,
     },
+    /// `train` was given another number of devices than the config's `devices` lists.
+    #[error("{given} devices given to train, but the config's devices `{listed}` name {expected}")]
+    Devices {
+        /// Devices passed.
+        given: usize,
+        /// The config's list.
+        listed: String,
+        /// Its length.
+        expected: usize,
+    },
     /// Not enough examples for one batch.
     #[error(
         "{n} training examples < one batch of {batch} (batch_size x devices): nothing to train"
@@ -160,19 +170,19 @@ pub fn resume_from<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Lavin<B>, TrainState, u64), TrainError> {
     let ck = Checkpoint::load(path)?;
-    if ck.meta.source.is_none() {
-        if let Ok(saved) = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()) {
-            let (saved, now) = (
-                saved.batch_size * saved.world_size(),
-                cfg.batch_size * cfg.world_size(),
-            );
-            if saved != now {
-                return Err(TrainError::BatchMismatch {
-                    path: path.to_path_buf(),
-                    saved,
-                    now,
-                });
-            }
+    // Only the two fields that fix the data position are read, so a config from another version
+    // of this crate still resumes.
+    let saved = &ck.meta.config;
+    if let (Some(batch), Some(devices)) = (saved["batch_size"].as_u64(), saved["devices"].as_str())
+    {
+        let world = lavin_model::backends::parse_devices(devices).map_or(1, |d| d.len());
+        let (saved, now) = (batch as usize * world, cfg.batch_size * cfg.world_size());
+        if saved != now {
+            return Err(TrainError::BatchMismatch {
+                path: path.to_path_buf(),
+                saved,
+                now,
+            });
         }
     }
     ck.check_against(path, &trainable_params(&model, &lavin_trainable_name))?;
@@ -246,11 +256,11 @@ where
 {
     let world = devices.len();
     if world != cfg.world_size() {
-        return Err(TrainError::Data(format!(
-            "devices: {world} given, the config lists {} (`{}`)",
-            cfg.world_size(),
-            cfg.devices
-        )));
+        return Err(TrainError::Devices {
+            given: world,
+            listed: cfg.devices.clone(),
+            expected: cfg.world_size(),
+        });
     }
     let mut dp = DataParallel::new(&model, devices);
     let per_batch = cfg.batch_size * world;

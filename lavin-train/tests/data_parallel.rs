@@ -114,5 +114,16 @@ fn two_devices_equal_two_accumulation_steps() {
         &[dev],
     )
     .unwrap_err();
-    assert!(e.to_string().contains("devices"), "{e}");
+    assert!(
+        matches!(
+            e,
+            TrainError::Devices {
+                given: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("`0,1`"), "{e}");
 }
