@@ -5,11 +5,11 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{RepAdapter, RepAdapterRouter};
 use crate::config::{ClipRouterMode, LavinConfig, VisualAdapterType};
+use crate::fused;
 use crate::llama::base_linear::mixed_linear;
 use crate::sdpa::sdpa;
 
@@ -60,7 +60,7 @@ impl<B: Backend> ClipMlp<B> {
     /// `[N, T, W] -> [N, T, W]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let u = mixed_linear(&self.c_fc, x);
-        mixed_linear(&self.c_proj, u.clone() * sigmoid(u * 1.702))
+        mixed_linear(&self.c_proj, fused::quick_gelu(u))
     }
 }
 

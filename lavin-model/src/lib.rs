@@ -16,6 +16,7 @@ pub mod clip;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod fused;
 pub mod lavin;
 pub mod llama;
 pub mod loss;

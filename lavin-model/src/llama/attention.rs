@@ -61,14 +61,8 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         let heads = |t: Tensor<B, 3>, h: usize| t.reshape([b, l, h, self.head_dim]).swap_dims(1, 2);
-        let q = heads(
-            rope.apply(self.wq.forward(x.clone()), pos, self.n_heads),
-            self.n_heads,
-        ); // [B, H, L, hd]
-        let k = heads(
-            rope.apply(self.wk.forward(x.clone()), pos, self.n_kv_heads),
-            self.n_kv_heads,
-        );
+        let q = heads(rope.apply(self.wq.forward(x.clone()), pos), self.n_heads); // [B, H, L, hd]
+        let k = heads(rope.apply(self.wk.forward(x.clone()), pos), self.n_kv_heads);
         let v = heads(self.wv.forward(x), self.n_kv_heads);
 
         let (k, v) = match cache {

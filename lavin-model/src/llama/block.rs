@@ -10,6 +10,7 @@ use super::feed_forward::FeedForward;
 use crate::adapter::RepAdapterRouter;
 use crate::cache::{CacheUse, LayerCache};
 use crate::config::{LavinConfig, LlamaAdapterType};
+use crate::fused;
 use crate::quant::QuantError;
 
 /// Router weights one block used: `[B, 2]` each (the MLP pair only for 'block' adapters).
@@ -93,7 +94,7 @@ impl<B: Backend> Block<B> {
         routes: Option<&BlockRoutes<B>>,
         cache: Option<(&mut LayerCache<B>, CacheUse)>,
     ) -> (Tensor<B, 3>, BlockRoutes<B>) {
-        let normed = self.attention_norm.forward(x.clone());
+        let normed = rms(&self.attention_norm, x.clone());
         let attn_w = match routes {
             Some(r) => r.attn.clone(),
             None => self.adapter_attn.route(first_row(normed.clone())),
@@ -106,7 +107,7 @@ impl<B: Backend> Block<B> {
                 .attention
                 .forward(adapted, input.rope, input.pos, input.mask.clone(), cache);
 
-        let z = self.ffn_norm.forward(h.clone());
+        let z = rms(&self.ffn_norm, h.clone());
         let (z, mlp_w) = match &self.adapter_mlp {
             Some(adapter) => {
                 let w = match routes.and_then(|r| r.mlp.clone()) {
@@ -114,7 +115,7 @@ impl<B: Backend> Block<B> {
                     None => match input.mlp_router_input {
                         MlpRouterInput::AfterAttention => adapter.route(first_row(z.clone())),
                         MlpRouterInput::BlockInput => {
-                            adapter.route(first_row(self.ffn_norm.forward(x)))
+                            adapter.route(first_row(rms(&self.ffn_norm, x)))
                         }
                     },
                 };
@@ -136,4 +137,9 @@ impl<B: Backend> Block<B> {
 /// `[B, L, C] -> [B, C]`: position 0 (the modality token in LaVIN's sequences).
 fn first_row<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
     x.narrow(1, 0, 1).squeeze_dim(1)
+}
+
+/// `norm.forward(x)`, fused where the backend allows.
+pub(super) fn rms<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
 }

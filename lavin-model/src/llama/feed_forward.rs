@@ -2,10 +2,10 @@
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::base_linear::{BaseFormat, BaseLinear};
+use crate::fused;
 use crate::quant::QuantError;
 
 #[derive(Module, Debug)]
@@ -36,7 +36,9 @@ impl<B: Backend> FeedForward<B> {
 
     /// `[B, L, C] -> [B, L, C]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.w2
-            .forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+        self.w2.forward(fused::silu_gate(
+            self.w1.forward(x.clone()),
+            self.w3.forward(x),
+        ))
     }
 }

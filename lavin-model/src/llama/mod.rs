@@ -115,6 +115,6 @@ impl<B: Backend> Llama<B> {
 
     /// `[B, L, C] -> [B, L, V]`
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        mixed_linear(&self.output, self.norm.forward(h))
+        mixed_linear(&self.output, block::rms(&self.norm, h))
     }
 }

@@ -2,12 +2,14 @@
 //! together by `pos * theta^(-2i/d)`.
 //!
 //! Written out as `x * cos + swap_pairs(x) * sin` over the contiguous `[B, L, heads * d]`
-//! projection, before the heads are split. Burn's `RotaryEncoding` does the rotation as a
+//! projection, before the heads are split ([`fused::rope`]). Burn's `RotaryEncoding` does the rotation as a
 //! batched `[.., 2] x [2, 4]` matmul on the head-split (transposed) tensor, which on the CPU
 //! backends costs more than the attention it feeds.
 
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::fused;
 
 /// Precomputed `cos` and signed `sin` tables, `[max_len, head_dim]`, each value repeated for
 /// both features of its pair.
@@ -46,20 +48,9 @@ impl<B: Backend> Rope<B> {
     }
 
     /// Rotate `x [B, L, heads * head_dim]` (heads not yet split) at positions `pos..pos+L`.
-    pub fn apply(&self, x: Tensor<B, 3>, pos: usize, heads: usize) -> Tensor<B, 3> {
-        let [b, l, c] = x.dims();
-        let table = |t: &Tensor<B, 2>| {
-            t.clone()
-                .narrow(0, pos, l)
-                .repeat_dim(1, heads)
-                .unsqueeze_dim::<3>(0)
-        };
-        let pairs = x.clone().reshape([b, l, c / 2, 2]);
-        let swapped = Tensor::cat(
-            vec![pairs.clone().narrow(3, 1, 1), pairs.narrow(3, 0, 1)],
-            3,
-        )
-        .reshape([b, l, c]);
-        x * table(&self.cos) + swapped * table(&self.sin)
+    pub fn apply(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
+        let l = x.dims()[1];
+        let rows = |t: &Tensor<B, 2>| t.clone().narrow(0, pos, l);
+        fused::rope(x, rows(&self.cos), rows(&self.sin))
     }
 }

@@ -1,0 +1,244 @@
+//! Row kernels on plain `f32` slices, split across threads with rayon.
+//!
+//! Every op here works on rows of the last dimension, so a tensor is `rows x width` and a
+//! chunk of whole rows is one task. Each pass reads its inputs once and writes its output once,
+//! where Burn's composed versions make one single-threaded pass per elementary op.
+
+use rayon::prelude::*;
+
+/// Rows per task: at least this many elements, so a task outweighs rayon's dispatch.
+const MIN_TASK_ELEMS: usize = 16 * 1024;
+
+fn rows_per_task(width: usize) -> usize {
+    MIN_TASK_ELEMS.div_ceil(width.max(1)).max(1)
+}
+
+/// `out` row by row: `f(row_index, out_row)`.
+fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let per = rows_per_task(width);
+    out.par_chunks_mut(per * width)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, row) in chunk.chunks_mut(width).enumerate() {
+                f(task * per + i, row);
+            }
+        });
+}
+
+/// Like [`for_rows`] with two outputs of the same width.
+fn for_rows2(
+    a: &mut [f32],
+    b: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    let per = rows_per_task(width);
+    a.par_chunks_mut(per * width)
+        .zip(b.par_chunks_mut(per * width))
+        .enumerate()
+        .for_each(|(task, (ca, cb))| {
+            for (i, (ra, rb)) in ca.chunks_mut(width).zip(cb.chunks_mut(width)).enumerate() {
+                f(task * per + i, ra, rb);
+            }
+        });
+}
+
+/// Sum over rows of `f(row) -> [width]`, for parameter gradients (norm weights).
+fn sum_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let per = rows_per_task(width);
+    (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0.0f32; width];
+            for r in task * per..((task + 1) * per).min(rows) {
+                f(r, &mut acc);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0.0f32; width],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// Interleaved rotary embedding of `x [rows, width]`, row `r` at table row `r % seq`;
+/// `cos`, `sin [seq, head_dim]` hold `(c, c)` and `(-s, s)` per pair, so
+/// `out = x * cos + swap_pairs(x) * sin`. `transpose` applies the transposed map (the
+/// backward pass), which swaps the two `sin` entries of each pair: for rotation tables, the
+/// rotation by the opposite angle.
+pub fn rope(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    seq: usize,
+    width: usize,
+    transpose: bool,
+) -> Vec<f32> {
+    let hd = cos.len() / seq;
+    let (s0, s1) = if transpose { (1, 0) } else { (0, 1) };
+    let mut out = vec![0.0; x.len()];
+    for_rows(&mut out, width, |r, o| {
+        let xr = &x[r * width..(r + 1) * width];
+        let t = (r % seq) * hd;
+        let (c, s) = (&cos[t..t + hd], &sin[t..t + hd]);
+        for (xh, oh) in xr.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
+            for j in (0..hd).step_by(2) {
+                let (a, b) = (xh[j], xh[j + 1]);
+                oh[j] = a * c[j] + b * s[j + s0];
+                oh[j + 1] = b * c[j + 1] + a * s[j + s1];
+            }
+        }
+    });
+    out
+}
+
+/// `softmax(x * scale)` along rows of `width`.
+pub fn softmax(x: &[f32], width: usize, scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for_rows(&mut out, width, |r, o| {
+        let xr = &x[r * width..(r + 1) * width];
+        let max = xr.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        let mut sum = 0.0;
+        for (o, &v) in o.iter_mut().zip(xr) {
+            *o = (v * scale - max).exp();
+            sum += *o;
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|o| *o *= inv);
+    });
+    out
+}
+
+/// Gradient of [`softmax`] from its output `y`: `scale * y * (g - <g, y>)`.
+pub fn softmax_backward(y: &[f32], g: &[f32], width: usize, scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0; y.len()];
+    for_rows(&mut out, width, |r, o| {
+        let (yr, gr) = (
+            &y[r * width..(r + 1) * width],
+            &g[r * width..(r + 1) * width],
+        );
+        let dot: f32 = yr.iter().zip(gr).map(|(y, g)| y * g).sum();
+        for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
+            *o = scale * y * (g - dot);
+        }
+    });
+    out
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// LLaMA's RMSNorm along rows: `x / sqrt(mean(x²) + eps) * gamma`.
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
+    let w = gamma.len();
+    let mut out = vec![0.0; x.len()];
+    for_rows(&mut out, w, |r, o| {
+        let xr = &x[r * w..(r + 1) * w];
+        let inv = inv_rms(xr, eps);
+        for ((o, &v), &g) in o.iter_mut().zip(xr).zip(gamma) {
+            *o = v * inv * g;
+        }
+    });
+    out
+}
+
+/// Gradients of [`rms_norm`]: `dx = inv (g γ) - x inv³ <g γ, x> / w`, `dγ = Σ_rows g x inv`.
+pub fn rms_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    g: &[f32],
+    eps: f32,
+    need_x: bool,
+    need_gamma: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let w = gamma.len();
+    let rows = x.len() / w;
+    let dx = need_x.then(|| {
+        let mut out = vec![0.0; x.len()];
+        for_rows(&mut out, w, |r, o| {
+            let (xr, gr) = (&x[r * w..(r + 1) * w], &g[r * w..(r + 1) * w]);
+            let inv = inv_rms(xr, eps);
+            let dot: f32 = xr
+                .iter()
+                .zip(gr)
+                .zip(gamma)
+                .map(|((x, g), c)| x * g * c)
+                .sum();
+            let k = inv * inv * inv * dot / w as f32;
+            for (((o, &x), &g), &c) in o.iter_mut().zip(xr).zip(gr).zip(gamma) {
+                *o = inv * g * c - x * k;
+            }
+        });
+        out
+    });
+    let dgamma = need_gamma.then(|| {
+        sum_rows(rows, w, |r, acc| {
+            let (xr, gr) = (&x[r * w..(r + 1) * w], &g[r * w..(r + 1) * w]);
+            let inv = inv_rms(xr, eps);
+            for ((a, &x), &g) in acc.iter_mut().zip(xr).zip(gr) {
+                *a += g * x * inv;
+            }
+        })
+    });
+    (dx, dgamma)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// `a * sigmoid(alpha a) [* b]`: SiLU-gated product (LLaMA's MLP, alpha 1) or QuickGELU
+/// (CLIP, alpha 1.702, no `b`). Element-wise, so "rows" are just work chunks.
+pub fn swish(a: &[f32], b: Option<&[f32]>, alpha: f32) -> Vec<f32> {
+    let mut out = vec![0.0; a.len()];
+    for_rows(&mut out, MIN_TASK_ELEMS, |t, o| {
+        let base = t * MIN_TASK_ELEMS;
+        for (i, o) in o.iter_mut().enumerate() {
+            let v = a[base + i];
+            let y = v * sigmoid(alpha * v);
+            *o = match b {
+                Some(b) => y * b[base + i],
+                None => y,
+            };
+        }
+    });
+    out
+}
+
+/// Gradients of [`swish`]: `da = g b (s + alpha a s (1 - s))`, `db = g a s`, `s = sigmoid(alpha a)`.
+pub fn swish_backward(
+    a: &[f32],
+    b: Option<&[f32]>,
+    g: &[f32],
+    alpha: f32,
+    need_b: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let mut da = vec![0.0; a.len()];
+    let mut db = vec![0.0; if need_b && b.is_some() { a.len() } else { 0 }];
+    let step = MIN_TASK_ELEMS;
+    let grad = |base: usize, i: usize| {
+        let (v, g) = (a[base + i], g[base + i]);
+        let s = sigmoid(alpha * v);
+        let bv = b.map_or(1.0, |b| b[base + i]);
+        (g * bv * (s + alpha * v * s * (1.0 - s)), g * v * s)
+    };
+    if db.is_empty() {
+        for_rows(&mut da, step, |t, o| {
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = grad(t * step, i).0;
+            }
+        });
+        return (da, None);
+    }
+    for_rows2(&mut da, &mut db, step, |t, oa, ob| {
+        for (i, (oa, ob)) in oa.iter_mut().zip(ob.iter_mut()).enumerate() {
+            (*oa, *ob) = grad(t * step, i);
+        }
+    });
+    (da, Some(db))
+}

@@ -1,0 +1,138 @@
+//! Fused element-wise ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU.
+//!
+//! Each op is one function with two bodies. On burn-flex (plain or under `Autodiff`) and f32
+//! it runs as one multi-threaded pass with a hand-written backward; Burn composes the same
+//! maths from elementary ops, each a single-threaded pass on the CPU backends and each with its
+//! own backward node. On every other backend, dtype or build the composed version
+//! ([`reference`]) runs, which is also what the tests compare the fused path against.
+
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+mod kernels;
+mod ops;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+#[cfg(feature = "flex")]
+use flex::run as dispatch;
+
+/// Without flex in the build every op takes its composed path.
+#[cfg(not(feature = "flex"))]
+fn dispatch<B: Backend, O, const N: usize>(
+    _: &O,
+    inputs: [FloatTensor<B>; N],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    Err(inputs)
+}
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn wrap<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// Interleaved rotary embedding of `x [B, L, C]` (heads side by side in `C`) with tables
+/// `cos`, `sin [L, head_dim]` holding `(c, c)` and `(-s, s)` per pair of channels.
+pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
+    match dispatch::<B, _, _>(&ops::Rope, [prim(x), prim(cos), prim(sin)]) {
+        Ok(y) => wrap(y),
+        Err([x, cos, sin]) => reference::rope(wrap(x), wrap(cos), wrap(sin)),
+    }
+}
+
+/// `softmax(x * scale)` over the last dimension.
+pub fn softmax_scaled<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -> Tensor<B, D> {
+    match dispatch::<B, _, _>(
+        &ops::Softmax {
+            scale: scale as f32,
+        },
+        [prim(x)],
+    ) {
+        Ok(y) => wrap(y),
+        Err([x]) => reference::softmax_scaled(wrap(x), scale),
+    }
+}
+
+/// LLaMA's RMSNorm over the last dimension, `x / sqrt(mean(x²) + eps) * gamma`.
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    match dispatch::<B, _, _>(&ops::RmsNorm { eps: eps as f32 }, [prim(x), prim(gamma)]) {
+        Ok(y) => wrap(y),
+        Err([x, gamma]) => reference::rms_norm(wrap(x), wrap(gamma), eps),
+    }
+}
+
+/// `silu(a) * b` for `a`, `b` of one shape.
+pub fn silu_gate<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if a.dims() != b.dims() {
+        return reference::silu_gate(a, b);
+    }
+    match dispatch::<B, _, _>(&ops::SiluGate, [prim(a), prim(b)]) {
+        Ok(y) => wrap(y),
+        Err([a, b]) => reference::silu_gate(wrap(a), wrap(b)),
+    }
+}
+
+/// CLIP's QuickGELU, `u * sigmoid(1.702 u)`.
+pub fn quick_gelu<B: Backend, const D: usize>(u: Tensor<B, D>) -> Tensor<B, D> {
+    const ALPHA: f64 = 1.702;
+    match dispatch::<B, _, _>(
+        &ops::Swish {
+            alpha: ALPHA as f32,
+        },
+        [prim(u)],
+    ) {
+        Ok(y) => wrap(y),
+        Err([u]) => reference::swish(wrap(u), ALPHA),
+    }
+}
+
+/// The same ops composed from Burn's elementary ones (any backend, any dtype).
+pub mod reference {
+    use burn::tensor::activation::{sigmoid, silu, softmax};
+    use burn::tensor::{backend::Backend, DType, Tensor};
+
+    pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
+        let [b, l, c] = x.dims();
+        let heads = c / cos.dims()[1];
+        let table = |t: Tensor<B, 2>| t.repeat_dim(1, heads).unsqueeze_dim::<3>(0);
+        let pairs = x.clone().reshape([b, l, c / 2, 2]);
+        let swapped = Tensor::cat(
+            vec![pairs.clone().narrow(3, 1, 1), pairs.narrow(3, 0, 1)],
+            3,
+        )
+        .reshape([b, l, c]);
+        x * table(cos) + swapped * table(sin)
+    }
+
+    pub fn softmax_scaled<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -> Tensor<B, D> {
+        softmax(x.mul_scalar(scale), D - 1)
+    }
+
+    /// As `burn::nn::RmsNorm::forward` (statistics in f32).
+    pub fn rms_norm<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        gamma: Tensor<B, 1>,
+        eps: f64,
+    ) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + eps).sqrt();
+        (x / rms.cast(dtype)) * gamma.unsqueeze()
+    }
+
+    pub fn silu_gate<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+        silu(a) * b
+    }
+
+    pub fn swish<B: Backend, const D: usize>(u: Tensor<B, D>, alpha: f64) -> Tensor<B, D> {
+        u.clone() * sigmoid(u * alpha)
+    }
+}

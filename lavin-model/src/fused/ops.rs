@@ -1,0 +1,177 @@
+//! The fused ops' parameters, and (with flex) their forward and backward on flex tensors.
+
+#[cfg(feature = "flex")]
+use burn::backend::flex::FlexTensor;
+
+#[cfg(feature = "flex")]
+use super::flex::{f32s, shape, tensor, FusedOp};
+#[cfg(feature = "flex")]
+use super::kernels;
+
+#[cfg(feature = "flex")]
+fn last_dim(t: &FlexTensor) -> usize {
+    *shape(t).last().expect("fused: tensor of rank >= 1")
+}
+
+/// Inputs `[x [B, L, C], cos [L, hd], sin [L, hd]]`; the tables get no gradient.
+#[derive(Clone, Debug)]
+pub(crate) struct Rope;
+
+#[cfg(feature = "flex")]
+impl Rope {
+    fn apply(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, transpose: bool) -> FlexTensor {
+        let dims = shape(x);
+        let (seq, width) = (dims[1], dims[2]);
+        let out = kernels::rope(f32s(x), f32s(cos), f32s(sin), seq, width, transpose);
+        tensor(out, dims)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<3> for Rope {
+    const SAVES: ([bool; 3], bool) = ([false, true, true], false);
+
+    fn forward(&self, [x, cos, sin]: [&FlexTensor; 3]) -> FlexTensor {
+        Self::apply(x, cos, sin, false)
+    }
+
+    fn backward(
+        &self,
+        [_, cos, sin]: [Option<&FlexTensor>; 3],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need_x, ..]: [bool; 3],
+    ) -> [Option<FlexTensor>; 3] {
+        let (cos, sin) = (cos.expect("saved"), sin.expect("saved"));
+        [
+            need_x.then(|| Self::apply(grad, cos, sin, true)),
+            None,
+            None,
+        ]
+    }
+}
+
+/// `softmax(x * scale)` over the last dimension.
+#[derive(Clone, Debug)]
+pub(crate) struct Softmax {
+    pub scale: f32,
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<1> for Softmax {
+    const SAVES: ([bool; 1], bool) = ([false], true);
+
+    fn forward(&self, [x]: [&FlexTensor; 1]) -> FlexTensor {
+        tensor(kernels::softmax(f32s(x), last_dim(x), self.scale), shape(x))
+    }
+
+    fn backward(
+        &self,
+        _: [Option<&FlexTensor>; 1],
+        y: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need]: [bool; 1],
+    ) -> [Option<FlexTensor>; 1] {
+        let y = y.expect("saved");
+        [need.then(|| {
+            let dx = kernels::softmax_backward(f32s(y), f32s(grad), last_dim(y), self.scale);
+            tensor(dx, shape(y))
+        })]
+    }
+}
+
+/// Inputs `[x [.., C], gamma [C]]`.
+#[derive(Clone, Debug)]
+pub(crate) struct RmsNorm {
+    pub eps: f32,
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<2> for RmsNorm {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward(&self, [x, gamma]: [&FlexTensor; 2]) -> FlexTensor {
+        tensor(kernels::rms_norm(f32s(x), f32s(gamma), self.eps), shape(x))
+    }
+
+    fn backward(
+        &self,
+        [x, gamma]: [Option<&FlexTensor>; 2],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need_x, need_gamma]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let (x, gamma) = (x.expect("saved"), gamma.expect("saved"));
+        let (dx, dgamma) = kernels::rms_norm_backward(
+            f32s(x),
+            f32s(gamma),
+            f32s(grad),
+            self.eps,
+            need_x,
+            need_gamma,
+        );
+        [
+            dx.map(|d| tensor(d, shape(x))),
+            dgamma.map(|d| tensor(d, shape(gamma))),
+        ]
+    }
+}
+
+/// `a * sigmoid(alpha a)`: QuickGELU with alpha 1.702.
+#[derive(Clone, Debug)]
+pub(crate) struct Swish {
+    pub alpha: f32,
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<1> for Swish {
+    const SAVES: ([bool; 1], bool) = ([true], false);
+
+    fn forward(&self, [a]: [&FlexTensor; 1]) -> FlexTensor {
+        tensor(kernels::swish(f32s(a), None, self.alpha), shape(a))
+    }
+
+    fn backward(
+        &self,
+        [a]: [Option<&FlexTensor>; 1],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need]: [bool; 1],
+    ) -> [Option<FlexTensor>; 1] {
+        let a = a.expect("saved");
+        [need.then(|| {
+            let (da, _) = kernels::swish_backward(f32s(a), None, f32s(grad), self.alpha, false);
+            tensor(da, shape(a))
+        })]
+    }
+}
+
+/// `silu(a) * b`: LLaMA's gated MLP activation.
+#[derive(Clone, Debug)]
+pub(crate) struct SiluGate;
+
+#[cfg(feature = "flex")]
+impl FusedOp<2> for SiluGate {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward(&self, [a, b]: [&FlexTensor; 2]) -> FlexTensor {
+        assert_eq!(shape(a), shape(b), "silu_gate: shapes differ");
+        tensor(kernels::swish(f32s(a), Some(f32s(b)), 1.0), shape(a))
+    }
+
+    fn backward(
+        &self,
+        [a, b]: [Option<&FlexTensor>; 2],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need_a, need_b]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let (a, b) = (a.expect("saved"), b.expect("saved"));
+        let dims = shape(a);
+        let (da, db) = kernels::swish_backward(f32s(a), Some(f32s(b)), f32s(grad), 1.0, need_b);
+        [
+            need_a.then(|| tensor(da, dims.clone())),
+            db.map(|d| tensor(d, dims)),
+        ]
+    }
+}

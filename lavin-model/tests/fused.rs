@@ -1,0 +1,169 @@
+//! The fused flex ops against Burn's composed versions: outputs and every gradient, plain,
+//! under `Autodiff` and under `Autodiff<_, BalancedCheckpointing>`.
+#![cfg(feature = "flex")]
+
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
+use lavin_model::fused::{self, reference};
+
+type Ad = Autodiff<Flex>;
+type AdCkpt = Autodiff<Flex, BalancedCheckpointing>;
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    B::seed(&Default::default(), seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+fn close<B: Backend, const D: usize>(what: &str, got: Tensor<B, D>, want: Tensor<B, D>) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let got = got.into_data().to_vec::<f32>().unwrap();
+    let want = want.into_data().to_vec::<f32>().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 2e-5 + 1e-4 * w.abs(),
+            "{what}: element {i} is {g}, composed gives {w}"
+        );
+    }
+}
+
+/// Runs `fused` and `composed` on the same tracked inputs, weights the output by a fixed random
+/// tensor, and compares outputs and the gradients of every input.
+fn check<B: AutodiffBackend, const N: usize, const D: usize>(
+    name: &str,
+    inputs: [Tensor<B, D>; N],
+    fused_op: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
+    composed: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
+) {
+    let run = |f: &dyn Fn([Tensor<B, D>; N]) -> Tensor<B, D>| {
+        let xs = inputs.clone().map(|x| x.detach().require_grad());
+        let y = f(xs.clone());
+        let w = random::<B, D>(y.dims(), 99);
+        let grads = (y.clone() * w).sum().backward();
+        let gs = xs.map(|x| x.grad(&grads).expect("every input has a gradient"));
+        (y.inner(), gs)
+    };
+    let (y1, g1) = run(&fused_op);
+    let (y2, g2) = run(&composed);
+    close(&format!("{name} output"), y1, y2);
+    for (i, (a, b)) in g1.into_iter().zip(g2).enumerate() {
+        close(&format!("{name} grad {i}"), a, b);
+    }
+}
+
+fn all_ops<B: AutodiffBackend>() {
+    let x = random::<B, 3>([2, 5, 24], 1);
+    let table = |seed| random::<B, 2>([5, 8], seed);
+    // Rope's tables get no gradient (constants), so only x is tracked there.
+    let (cos, sin) = (table(2), table(3));
+    check(
+        "rope",
+        [x.clone()],
+        |[x]| fused::rope(x, cos.clone(), sin.clone()),
+        |[x]| reference::rope(x, cos.clone(), sin.clone()),
+    );
+    let mut scores = random::<B, 3>([2, 5, 7], 4);
+    // A masked (-inf) entry as attention has, never a whole row.
+    scores = scores.slice_assign(
+        [0..1, 1..2, 3..4],
+        Tensor::full([1, 1, 1], f32::NEG_INFINITY, &Default::default()),
+    );
+    check(
+        "softmax",
+        [scores],
+        |[s]| fused::softmax_scaled(s, 0.35),
+        |[s]| reference::softmax_scaled(s, 0.35),
+    );
+    let gamma = random::<B, 1>([24], 5);
+    check(
+        "rms_norm x",
+        [x.clone()],
+        |[x]| fused::rms_norm(x, gamma.clone(), 1e-5),
+        |[x]| reference::rms_norm(x, gamma.clone(), 1e-5),
+    );
+    let x2 = x.clone();
+    check(
+        "rms_norm gamma",
+        [gamma.clone()],
+        |[g]| {
+            fused::rms_norm(x2.clone(), g, 1e-5)
+                .sum_dim(0)
+                .sum_dim(1)
+                .reshape([24])
+        },
+        |[g]| {
+            reference::rms_norm(x2.clone(), g, 1e-5)
+                .sum_dim(0)
+                .sum_dim(1)
+                .reshape([24])
+        },
+    );
+    let b = random::<B, 3>([2, 5, 24], 6);
+    check(
+        "silu_gate",
+        [x.clone(), b],
+        |[a, b]| fused::silu_gate(a, b),
+        |[a, b]| reference::silu_gate(a, b),
+    );
+    check(
+        "quick_gelu",
+        [x],
+        |[u]| fused::quick_gelu(u),
+        |[u]| reference::swish(u, 1.702),
+    );
+}
+
+#[test]
+fn fused_ops_match_composed_under_autodiff() {
+    all_ops::<Ad>();
+}
+
+#[test]
+fn fused_ops_match_composed_with_checkpointing() {
+    all_ops::<AdCkpt>();
+}
+
+#[test]
+fn fused_ops_match_composed_without_autodiff() {
+    // Large enough to split into several rayon tasks.
+    let x = random::<Flex, 3>([3, 40, 512], 7);
+    let (cos, sin) = (
+        random::<Flex, 2>([40, 64], 8),
+        random::<Flex, 2>([40, 64], 9),
+    );
+    close(
+        "rope",
+        fused::rope(x.clone(), cos.clone(), sin.clone()),
+        reference::rope(x.clone(), cos, sin),
+    );
+    close(
+        "softmax",
+        fused::softmax_scaled(x.clone(), 0.125),
+        reference::softmax_scaled(x.clone(), 0.125),
+    );
+    let gamma = random::<Flex, 1>([512], 10);
+    close(
+        "rms_norm",
+        fused::rms_norm(x.clone(), gamma.clone(), 1e-6),
+        reference::rms_norm(x.clone(), gamma, 1e-6),
+    );
+    let b = random::<Flex, 3>([3, 40, 512], 11);
+    close(
+        "silu_gate",
+        fused::silu_gate(x.clone(), b.clone()),
+        reference::silu_gate(x.clone(), b),
+    );
+    close(
+        "quick_gelu",
+        fused::quick_gelu(x.clone()),
+        reference::swish(x.clone(), 1.702),
+    );
+    // A view (non-contiguous input) goes through the same kernels after a copy.
+    let t = x.clone().swap_dims(1, 2);
+    close(
+        "softmax of a view",
+        fused::softmax_scaled(t.clone(), 1.0),
+        reference::softmax_scaled(t, 1.0),
+    );
+}
