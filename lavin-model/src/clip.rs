@@ -38,14 +38,15 @@ impl<B: Backend> ClipAttention<B> {
         let hd = w / self.heads;
         let qkv = mixed_linear(&self.in_proj, x); // [N, T, 3W]
         let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * w, w)
-                .reshape([n, t, self.heads, hd])
-                .swap_dims(1, 2)
+            fused::swap_middle(
+                qkv.clone()
+                    .narrow(2, i * w, w)
+                    .reshape([n, t, self.heads, hd]),
+            )
         };
         let (q, k, v) = (split(0), split(1), split(2)); // [N, H, T, hd]
         let out = sdpa(q, k, v, None); // [N, H, T, hd]
-        mixed_linear(&self.out_proj, out.swap_dims(1, 2).reshape([n, t, w]))
+        mixed_linear(&self.out_proj, fused::swap_middle(out).reshape([n, t, w]))
     }
 }
 

@@ -106,6 +106,13 @@ fn all_ops<B: AutodiffBackend>() {
         |[a, b]| fused::silu_gate(a, b),
         |[a, b]| reference::silu_gate(a, b),
     );
+    let heads = random::<B, 4>([2, 5, 3, 4], 12);
+    check(
+        "swap_middle",
+        [heads],
+        |[t]| fused::swap_middle(t),
+        |[t]| t.swap_dims(1, 2),
+    );
     check(
         "quick_gelu",
         [x],
@@ -158,6 +165,12 @@ fn fused_ops_match_composed_without_autodiff() {
         "quick_gelu",
         fused::quick_gelu(x.clone()),
         reference::swish(x.clone(), 1.702),
+    );
+    let heads = x.clone().reshape([3, 40, 8, 64]);
+    close(
+        "swap_middle",
+        fused::swap_middle(heads.clone()),
+        heads.swap_dims(1, 2),
     );
     // A view (non-contiguous input) goes through the same kernels after a copy.
     let t = x.clone().swap_dims(1, 2);

@@ -16,6 +16,13 @@ fn rows_per_task(width: usize) -> usize {
 /// `out` row by row: `f(row_index, out_row)`.
 fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let per = rows_per_task(width);
+    if out.len() <= per * width {
+        // One task: stay on this thread (a decode step's tensors are this small).
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+        return;
+    }
     out.par_chunks_mut(per * width)
         .enumerate()
         .for_each(|(task, chunk)| {
@@ -33,6 +40,12 @@ fn for_rows2(
     f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) {
     let per = rows_per_task(width);
+    if a.len() <= per * width {
+        for (r, (ra, rb)) in a.chunks_mut(width).zip(b.chunks_mut(width)).enumerate() {
+            f(r, ra, rb);
+        }
+        return;
+    }
     a.par_chunks_mut(per * width)
         .zip(b.par_chunks_mut(per * width))
         .enumerate()
@@ -91,6 +104,18 @@ pub fn rope(
                 oh[j + 1] = b * c[j + 1] + a * s[j + s1];
             }
         }
+    });
+    out
+}
+
+/// `x [a, b, c, d]` with its middle axes swapped, `[a, c, b, d]`, written contiguously.
+pub fn swap_middle(x: &[f32], [_, b, c, d]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    // Output row `r` is (i, k, j) in [a, c, b]; it reads input row (i, j, k).
+    for_rows(&mut out, d, |r, o| {
+        let (j, k, i) = (r % b, (r / b) % c, r / (b * c));
+        let src = ((i * b + j) * c + k) * d;
+        o.copy_from_slice(&x[src..src + d]);
     });
     out
 }

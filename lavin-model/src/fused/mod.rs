@@ -1,4 +1,5 @@
-//! Fused element-wise ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU.
+//! Fused element-wise ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU,
+//! and the head split/merge transpose.
 //!
 //! Each op is one function with two bodies. On burn-flex (plain or under `Autodiff`) and f32
 //! it runs as one multi-threaded pass with a hand-written backward; Burn composes the same
@@ -10,6 +11,7 @@
 mod flex;
 #[cfg(feature = "flex")]
 mod kernels;
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod ops;
 
 use burn::tensor::backend::Backend;
@@ -42,6 +44,14 @@ pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -
     match dispatch::<B, _, _>(&ops::Rope, [prim(x), prim(cos), prim(sin)]) {
         Ok(y) => wrap(y),
         Err([x, cos, sin]) => reference::rope(wrap(x), wrap(cos), wrap(sin)),
+    }
+}
+
+/// `x.swap_dims(1, 2)` for `x [a, b, c, d]`, as a contiguous tensor where that is faster.
+pub fn swap_middle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match dispatch::<B, _, _>(&ops::SwapMiddle, [prim(x)]) {
+        Ok(y) => wrap(y),
+        Err([x]) => wrap::<B, 4>(x).swap_dims(1, 2),
     }
 }
 

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "flex")]
 use burn::backend::flex::FlexTensor;
+#[cfg(feature = "flex")]
+use burn::tensor::Shape;
 
 #[cfg(feature = "flex")]
 use super::flex::{f32s, shape, tensor, FusedOp};
@@ -48,6 +50,42 @@ impl FusedOp<3> for Rope {
             None,
             None,
         ]
+    }
+}
+
+/// `[a, b, c, d] -> [a, c, b, d]` materialised: heads split off (or merged back into) the
+/// channels, so that neither direction hands a strided tensor to a single-threaded copy.
+#[derive(Clone, Debug)]
+pub(crate) struct SwapMiddle;
+
+#[cfg(feature = "flex")]
+impl SwapMiddle {
+    fn apply(x: &FlexTensor) -> FlexTensor {
+        let dims = shape(x);
+        let [a, b, c, d] = [dims[0], dims[1], dims[2], dims[3]];
+        tensor(
+            kernels::swap_middle(f32s(x), [a, b, c, d]),
+            Shape::new([a, c, b, d]),
+        )
+    }
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<1> for SwapMiddle {
+    const SAVES: ([bool; 1], bool) = ([false], false);
+
+    fn forward(&self, [x]: [&FlexTensor; 1]) -> FlexTensor {
+        Self::apply(x)
+    }
+
+    fn backward(
+        &self,
+        _: [Option<&FlexTensor>; 1],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need]: [bool; 1],
+    ) -> [Option<FlexTensor>; 1] {
+        [need.then(|| Self::apply(grad))]
     }
 }
 

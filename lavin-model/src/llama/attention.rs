@@ -7,6 +7,7 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 use super::base_linear::{BaseFormat, BaseLinear};
 use super::Rope;
 use crate::cache::{CacheUse, LayerCache};
+use crate::fused;
 use crate::quant::QuantError;
 use crate::sdpa::sdpa;
 
@@ -60,7 +61,8 @@ impl<B: Backend> Attention<B> {
         cache: Option<(&mut LayerCache<B>, CacheUse)>,
     ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
-        let heads = |t: Tensor<B, 3>, h: usize| t.reshape([b, l, h, self.head_dim]).swap_dims(1, 2);
+        let heads =
+            |t: Tensor<B, 3>, h: usize| fused::swap_middle(t.reshape([b, l, h, self.head_dim]));
         let q = heads(rope.apply(self.wq.forward(x.clone()), pos), self.n_heads); // [B, H, L, hd]
         let k = heads(rope.apply(self.wk.forward(x.clone()), pos), self.n_kv_heads);
         let v = heads(self.wv.forward(x), self.n_kv_heads);
@@ -83,10 +85,8 @@ impl<B: Backend> Attention<B> {
         let lk = k.dims()[2];
         let mask = mask.map(|m| m.reshape([1, 1, l, lk]).expand([b, self.n_heads, l, lk]));
         let out = sdpa(q, k, v, mask); // [B, H, L, hd]
-        self.wo.forward(
-            out.swap_dims(1, 2)
-                .reshape([b, l, self.n_heads * self.head_dim]),
-        )
+        self.wo
+            .forward(fused::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]))
     }
 
     /// Grouped-query attention: each kv head serves `n_heads / n_kv_heads` query heads.
