@@ -5,7 +5,7 @@
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Int, Tensor};
 use lavin_model::fused::{self, reference};
 
 type Ad = Autodiff<Flex>;
@@ -53,6 +53,14 @@ fn check<B: AutodiffBackend, const N: usize, const D: usize>(
 }
 
 fn all_ops<B: AutodiffBackend>() {
+    let logits = random::<B, 2>([6, 11], 13);
+    let ids = Tensor::<B, 1, Int>::from_ints([0, 3, 10, 7, 7, 1], &Default::default());
+    check(
+        "cross_entropy",
+        [logits],
+        |[x]| fused::cross_entropy(x, ids.clone()).unsqueeze_dim(1),
+        |[x]| reference::cross_entropy(x, ids.clone()).unsqueeze_dim(1),
+    );
     let x = random::<B, 3>([2, 5, 24], 1);
     let table = |seed| random::<B, 2>([5, 8], seed);
     // Rope's tables get no gradient (constants), so only x is tracked there.

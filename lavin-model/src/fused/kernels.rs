@@ -153,6 +153,42 @@ pub fn softmax_backward(y: &[f32], g: &[f32], width: usize, scale: f32) -> Vec<f
     out
 }
 
+/// Per row of `logits [rows, width]`: `logsumexp(row) - row[target]` (targets as f32 ids).
+pub fn cross_entropy(logits: &[f32], targets: &[f32], width: usize) -> Vec<f32> {
+    let mut out = vec![0.0; targets.len()];
+    // One value per row, so a "row" of `out` here is a single element.
+    for_rows(&mut out, 1, |r, o| {
+        let x = &logits[r * width..(r + 1) * width];
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
+        o[0] = max + sum.ln() - x[targets[r] as usize];
+    });
+    out
+}
+
+/// Gradient of [`cross_entropy`]: `g[r] * (softmax(row) - onehot(target))`.
+pub fn cross_entropy_backward(
+    logits: &[f32],
+    targets: &[f32],
+    g: &[f32],
+    width: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0; logits.len()];
+    for_rows(&mut out, width, |r, o| {
+        let x = &logits[r * width..(r + 1) * width];
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0;
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = (v - max).exp();
+            sum += *o;
+        }
+        let k = g[r] / sum;
+        o.iter_mut().for_each(|o| *o *= k);
+        o[targets[r] as usize] -= g[r];
+    });
+    out
+}
+
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     1.0 / (ms + eps).sqrt()

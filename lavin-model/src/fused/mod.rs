@@ -1,5 +1,5 @@
 //! Fused element-wise ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU,
-//! and the head split/merge transpose.
+//! cross-entropy, and the head split/merge transpose.
 //!
 //! Each op is one function with two bodies. On burn-flex (plain or under `Autodiff`) and f32
 //! it runs as one multi-threaded pass with a hand-written backward; Burn composes the same
@@ -16,7 +16,7 @@ mod ops;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 #[cfg(feature = "flex")]
 use flex::run as dispatch;
@@ -68,6 +68,16 @@ pub fn softmax_scaled<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -
     }
 }
 
+/// Per-row cross-entropy `logsumexp(logits[r]) - logits[r, targets[r]]` of `logits [N, V]`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    // Token ids travel as f32 (exact below 2^24); they are a constant of the op.
+    let ids = targets.clone().float();
+    match dispatch::<B, _, _>(&ops::CrossEntropy, [prim(logits), prim(ids)]) {
+        Ok(y) => wrap(y),
+        Err([logits, _]) => reference::cross_entropy(wrap(logits), targets),
+    }
+}
+
 /// LLaMA's RMSNorm over the last dimension, `x / sqrt(mean(x²) + eps) * gamma`.
 pub fn rms_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
@@ -107,8 +117,16 @@ pub fn quick_gelu<B: Backend, const D: usize>(u: Tensor<B, D>) -> Tensor<B, D> {
 
 /// The same ops composed from Burn's elementary ones (any backend, any dtype).
 pub mod reference {
-    use burn::tensor::activation::{sigmoid, silu, softmax};
-    use burn::tensor::{backend::Backend, DType, Tensor};
+    use burn::tensor::activation::{log_softmax, sigmoid, silu, softmax};
+    use burn::tensor::{backend::Backend, DType, Int, Tensor};
+
+    pub fn cross_entropy<B: Backend>(
+        logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        let picked = log_softmax(logits, 1).gather(1, targets.unsqueeze_dim(1));
+        -picked.squeeze_dim::<1>(1)
+    }
 
     pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
         let [b, l, c] = x.dims();

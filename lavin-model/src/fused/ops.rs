@@ -118,6 +118,36 @@ impl FusedOp<1> for Softmax {
     }
 }
 
+/// Inputs `[logits [N, V], targets [N]]` (ids as f32); output the per-row loss `[N]`.
+#[derive(Clone, Debug)]
+pub(crate) struct CrossEntropy;
+
+#[cfg(feature = "flex")]
+impl FusedOp<2> for CrossEntropy {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward(&self, [logits, targets]: [&FlexTensor; 2]) -> FlexTensor {
+        let nll = kernels::cross_entropy(f32s(logits), f32s(targets), last_dim(logits));
+        tensor(nll, shape(targets))
+    }
+
+    fn backward(
+        &self,
+        [logits, targets]: [Option<&FlexTensor>; 2],
+        _: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need, _]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let (logits, targets) = (logits.expect("saved"), targets.expect("saved"));
+        let dx = need.then(|| {
+            let v = last_dim(logits);
+            let dx = kernels::cross_entropy_backward(f32s(logits), f32s(targets), f32s(grad), v);
+            tensor(dx, shape(logits))
+        });
+        [dx, None]
+    }
+}
+
 /// Inputs `[x [.., C], gamma [C]]`.
 #[derive(Clone, Debug)]
 pub(crate) struct RmsNorm {
