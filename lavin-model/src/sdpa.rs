@@ -13,23 +13,23 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use crate::fused;
 
-/// `softmax(q kᵀ / √d, masked) v` for `q [B, H, L, d]`, `k, v [B, H, Lk, d]`; `mask
-/// [B, H, L, Lk]` is true where a query must not see a key.
+/// `softmax(q kᵀ / √d, masked) v` for `q [B, H, L, d]`, `k, v [B, H, Lk, d]`; `mask [L, Lk]`
+/// (the same for every item and head) is true where a query must not see a key.
 pub fn sdpa<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    mask: Option<Tensor<B, 4, Bool>>,
+    mask: Option<Tensor<B, 2, Bool>>,
 ) -> Tensor<B, 4> {
-    let [_, _, l, d] = q.dims();
+    let [b, h, l, d] = q.dims();
+    let lk = k.dims()[2];
     if l == 1 {
+        let mask = mask.map(|m| m.reshape([1, 1, l, lk]).expand([b, h, l, lk]));
         return attention(q, k, v, mask, None, AttentionModuleOptions::default());
     }
     let scores = q.matmul(k.swap_dims(2, 3));
-    let scores = match mask {
-        Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
-        None => scores,
-    };
-    // Masked scores are -inf, which the scale keeps.
-    fused::softmax_scaled(scores, (d as f64).powf(-0.5)).matmul(v)
+    // The mask as an additive bias (0 or -inf) inside the softmax pass: `mask_fill` with an
+    // expanded mask copies the broadcast mask element by element in every layer.
+    let bias = mask.map(|m| Tensor::zeros([l, lk], &m.device()).mask_fill(m, f32::NEG_INFINITY));
+    fused::softmax_scaled(scores, (d as f64).powf(-0.5), bias).matmul(v)
 }

@@ -5,7 +5,7 @@
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use lavin_model::fused::{self, reference};
 
 type Ad = Autodiff<Flex>;
@@ -80,8 +80,20 @@ fn all_ops<B: AutodiffBackend>() {
     check(
         "softmax",
         [scores],
-        |[s]| fused::softmax_scaled(s, 0.35),
-        |[s]| reference::softmax_scaled(s, 0.35),
+        |[s]| fused::softmax_scaled(s, 0.35, None),
+        |[s]| reference::softmax_scaled(s, 0.35, None),
+    );
+    // An attention mask as bias [L, S] shared by the leading dims: -inf above the diagonal.
+    let above: Vec<f32> = (0..5)
+        .flat_map(|i| (0..7).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let bias = Tensor::<B, 2>::from_data(TensorData::new(above, [5, 7]), &Default::default());
+    let scores = random::<B, 3>([2, 5, 7], 15);
+    check(
+        "softmax with bias",
+        [scores],
+        |[s]| fused::softmax_scaled(s, 0.5, Some(bias.clone())),
+        |[s]| reference::softmax_scaled(s, 0.5, Some(bias.clone())),
     );
     let gamma = random::<B, 1>([24], 5);
     check(
@@ -154,8 +166,8 @@ fn fused_ops_match_composed_without_autodiff() {
     );
     close(
         "softmax",
-        fused::softmax_scaled(x.clone(), 0.125),
-        reference::softmax_scaled(x.clone(), 0.125),
+        fused::softmax_scaled(x.clone(), 0.125, None),
+        reference::softmax_scaled(x.clone(), 0.125, None),
     );
     let gamma = random::<Flex, 1>([512], 10);
     close(
@@ -184,7 +196,7 @@ fn fused_ops_match_composed_without_autodiff() {
     let t = x.clone().swap_dims(1, 2);
     close(
         "softmax of a view",
-        fused::softmax_scaled(t.clone(), 1.0),
-        reference::softmax_scaled(t, 1.0),
+        fused::softmax_scaled(t.clone(), 1.0, None),
+        reference::softmax_scaled(t, 1.0, None),
     );
 }

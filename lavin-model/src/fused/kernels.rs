@@ -120,15 +120,27 @@ pub fn swap_middle(x: &[f32], [_, b, c, d]: [usize; 4]) -> Vec<f32> {
     out
 }
 
-/// `softmax(x * scale)` along rows of `width`.
-pub fn softmax(x: &[f32], width: usize, scale: f32) -> Vec<f32> {
+/// `softmax(x * scale + bias)` along rows of `width`; row `r` adds bias row `r % bias_rows`
+/// (an attention mask: 0 where a key is visible, -inf where not).
+pub fn softmax(x: &[f32], width: usize, scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
+    let bias_rows = bias.map_or(1, |b| b.len() / width);
     for_rows(&mut out, width, |r, o| {
         let xr = &x[r * width..(r + 1) * width];
-        let max = xr.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        match bias {
+            Some(b) => {
+                let br = &b[(r % bias_rows) * width..][..width];
+                o.iter_mut()
+                    .zip(xr)
+                    .zip(br)
+                    .for_each(|((o, &v), &b)| *o = v * scale + b);
+            }
+            None => o.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * scale),
+        }
+        let max = o.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut sum = 0.0;
-        for (o, &v) in o.iter_mut().zip(xr) {
-            *o = (v * scale - max).exp();
+        for o in o.iter_mut() {
+            *o = (*o - max).exp();
             sum += *o;
         }
         let inv = 1.0 / sum;
@@ -155,15 +167,16 @@ pub fn softmax_backward(y: &[f32], g: &[f32], width: usize, scale: f32) -> Vec<f
 
 /// Per row of `logits [rows, width]`: `logsumexp(row) - row[target]` (targets as f32 ids).
 pub fn cross_entropy(logits: &[f32], targets: &[f32], width: usize) -> Vec<f32> {
-    let mut out = vec![0.0; targets.len()];
-    // One value per row, so a "row" of `out` here is a single element.
-    for_rows(&mut out, 1, |r, o| {
-        let x = &logits[r * width..(r + 1) * width];
-        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
-        o[0] = max + sum.ln() - x[targets[r] as usize];
-    });
-    out
+    (0..targets.len())
+        .into_par_iter()
+        .with_min_len(rows_per_task(width))
+        .map(|r| {
+            let x = &logits[r * width..(r + 1) * width];
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
+            max + sum.ln() - x[targets[r] as usize]
+        })
+        .collect()
 }
 
 /// Gradient of [`cross_entropy`]: `g[r] * (softmax(row) - onehot(target))`.

@@ -55,16 +55,25 @@ pub fn swap_middle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     }
 }
 
-/// `softmax(x * scale)` over the last dimension.
-pub fn softmax_scaled<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -> Tensor<B, D> {
-    match dispatch::<B, _, _>(
-        &ops::Softmax {
-            scale: scale as f32,
+/// `softmax(x * scale + bias)` over the last dimension of `x [.., R, S]`, with `bias [R, S]`
+/// (0 or -inf: an attention mask) shared by the leading dimensions.
+pub fn softmax_scaled<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: f64,
+    bias: Option<Tensor<B, 2>>,
+) -> Tensor<B, D> {
+    let op = ops::Softmax {
+        scale: scale as f32,
+    };
+    match bias {
+        None => match dispatch::<B, _, _>(&op, [prim(x)]) {
+            Ok(y) => wrap(y),
+            Err([x]) => reference::softmax_scaled(wrap(x), scale, None),
         },
-        [prim(x)],
-    ) {
-        Ok(y) => wrap(y),
-        Err([x]) => reference::softmax_scaled(wrap(x), scale),
+        Some(bias) => match dispatch::<B, _, _>(&op, [prim(x), prim(bias)]) {
+            Ok(y) => wrap(y),
+            Err([x, bias]) => reference::softmax_scaled(wrap(x), scale, Some(wrap(bias))),
+        },
     }
 }
 
@@ -141,8 +150,17 @@ pub mod reference {
         x * table(cos) + swapped * table(sin)
     }
 
-    pub fn softmax_scaled<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -> Tensor<B, D> {
-        softmax(x.mul_scalar(scale), D - 1)
+    pub fn softmax_scaled<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        scale: f64,
+        bias: Option<Tensor<B, 2>>,
+    ) -> Tensor<B, D> {
+        let x = x.mul_scalar(scale);
+        let x = match bias {
+            Some(b) => x + b.unsqueeze::<D>(),
+            None => x,
+        };
+        softmax(x, D - 1)
     }
 
     /// As `burn::nn::RmsNorm::forward` (statistics in f32).

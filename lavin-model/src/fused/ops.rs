@@ -89,10 +89,25 @@ impl FusedOp<1> for SwapMiddle {
     }
 }
 
-/// `softmax(x * scale)` over the last dimension.
+/// `softmax(x * scale [+ bias])` over the last dimension; inputs `[x]` or `[x, bias]`, the
+/// bias a constant (no gradient).
 #[derive(Clone, Debug)]
 pub(crate) struct Softmax {
     pub scale: f32,
+}
+
+#[cfg(feature = "flex")]
+impl Softmax {
+    fn forward_with(&self, x: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+        let y = kernels::softmax(f32s(x), last_dim(x), self.scale, bias.map(f32s));
+        tensor(y, shape(x))
+    }
+
+    fn backward_of(&self, y: Option<&FlexTensor>, grad: &FlexTensor) -> FlexTensor {
+        let y = y.expect("saved");
+        let dx = kernels::softmax_backward(f32s(y), f32s(grad), last_dim(y), self.scale);
+        tensor(dx, shape(y))
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -100,7 +115,7 @@ impl FusedOp<1> for Softmax {
     const SAVES: ([bool; 1], bool) = ([false], true);
 
     fn forward(&self, [x]: [&FlexTensor; 1]) -> FlexTensor {
-        tensor(kernels::softmax(f32s(x), last_dim(x), self.scale), shape(x))
+        self.forward_with(x, None)
     }
 
     fn backward(
@@ -110,11 +125,26 @@ impl FusedOp<1> for Softmax {
         grad: &FlexTensor,
         [need]: [bool; 1],
     ) -> [Option<FlexTensor>; 1] {
-        let y = y.expect("saved");
-        [need.then(|| {
-            let dx = kernels::softmax_backward(f32s(y), f32s(grad), last_dim(y), self.scale);
-            tensor(dx, shape(y))
-        })]
+        [need.then(|| self.backward_of(y, grad))]
+    }
+}
+
+#[cfg(feature = "flex")]
+impl FusedOp<2> for Softmax {
+    const SAVES: ([bool; 2], bool) = ([false, false], true);
+
+    fn forward(&self, [x, bias]: [&FlexTensor; 2]) -> FlexTensor {
+        self.forward_with(x, Some(bias))
+    }
+
+    fn backward(
+        &self,
+        _: [Option<&FlexTensor>; 2],
+        y: Option<&FlexTensor>,
+        grad: &FlexTensor,
+        [need, _]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        [need.then(|| self.backward_of(y, grad)), None]
     }
 }
 

@@ -82,8 +82,6 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let lk = k.dims()[2];
-        let mask = mask.map(|m| m.reshape([1, 1, l, lk]).expand([b, self.n_heads, l, lk]));
         let out = sdpa(q, k, v, mask); // [B, H, L, hd]
         self.wo
             .forward(fused::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]))
