@@ -38,23 +38,43 @@ impl<B: Backend> Conv1x1<B> {
 
     /// `[..., T, in] -> [..., T, out]`; output channel block g reads input block g.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let [d_out, fan_in, _] = self.weight.dims();
+        let dense = self.dense();
+        let [d_in, d_out] = dense.dims();
         let mut out_shape = x.dims();
-        let d_in = out_shape[D - 1];
         out_shape[D - 1] = d_out;
         let rows = x.shape().num_elements() / d_in;
-        let g = self.groups;
-        // weight [out, in/g, 1] -> [g, out/g, in/g] -> [g, in/g, out/g]
-        let w = self
-            .weight
-            .val()
-            .reshape([g, d_out / g, fan_in])
-            .swap_dims(1, 2);
-        // x [rows, in] -> [rows, g, in/g] -> [g, rows, in/g]
-        let xg = x.reshape([rows, g, fan_in]).swap_dims(0, 1);
-        let y = xg.matmul(w); // [g, rows, out/g]
-        let y = y.swap_dims(0, 1).reshape([rows, d_out]) + self.bias.val().unsqueeze::<2>();
+        let y = x.reshape([rows, d_in]).matmul(dense) + self.bias.val().unsqueeze::<2>();
         y.reshape(out_shape)
+    }
+
+    /// The weight as one block-diagonal `[in, out]` matrix. The adapters' hidden width is a
+    /// handful of channels, so the zero blocks cost nothing, while a grouped matmul needs the
+    /// activations regrouped (strided copies) both ways.
+    pub fn dense(&self) -> Tensor<B, 2> {
+        let [d_out, fan_in, _] = self.weight.dims();
+        let g = self.groups;
+        let w = self.weight.val().reshape([d_out, fan_in]);
+        if g == 1 {
+            return w.transpose();
+        }
+        let per_out = d_out / g;
+        let device = w.device();
+        let rows = (0..g)
+            .map(|k| {
+                let zeros = |n: usize| Tensor::zeros([fan_in, n * per_out], &device);
+                let block = w.clone().narrow(0, k * per_out, per_out).transpose();
+                let mut parts = Vec::with_capacity(3);
+                if k > 0 {
+                    parts.push(zeros(k));
+                }
+                parts.push(block);
+                if k + 1 < g {
+                    parts.push(zeros(g - 1 - k));
+                }
+                Tensor::cat(parts, 1)
+            })
+            .collect();
+        Tensor::cat(rows, 0)
     }
 }
 
@@ -181,7 +201,21 @@ impl<B: Backend> RepAdapterRouter<B> {
         let a = self.dropout.forward(self.conv_a.forward(x.clone()));
         let w0 = weights.clone().narrow(2, 0, 1) * self.scale;
         let w1 = weights.narrow(2, 1, 1) * self.scale;
-        x + self.conv_b.forward(a.clone()) * w0 + self.conv_d.forward(a) * w1
+        if w0.dims()[1] != 1 {
+            // Per-token weights: mix the two experts' outputs.
+            return x + self.conv_b.forward(a.clone()) * w0 + self.conv_d.forward(a) * w1;
+        }
+        // Per-item weights: mix the experts' weights instead (the maps are linear), one
+        // `[r, C]` matrix per item, so the full-size activations see one matmul and one add.
+        let mix = |b: Tensor<B, 2>, d: Tensor<B, 2>| {
+            b.unsqueeze::<3>() * w0.clone() + d.unsqueeze::<3>() * w1.clone()
+        };
+        let weight = mix(self.conv_b.dense(), self.conv_d.dense()); // [B, r, C]
+        let bias = mix(
+            self.conv_b.bias.val().unsqueeze::<2>(),
+            self.conv_d.bias.val().unsqueeze::<2>(),
+        ); // [B, 1, C]
+        x + (a.matmul(weight) + bias)
     }
 }
 
