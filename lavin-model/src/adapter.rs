@@ -199,23 +199,25 @@ impl<B: Backend> RepAdapterRouter<B> {
     /// routing, `[1, T, 2]` for CLIP's item-0 routing) -> `[B, T, C]`.
     pub fn forward(&self, x: Tensor<B, 3>, weights: Tensor<B, 3>) -> Tensor<B, 3> {
         let a = self.dropout.forward(self.conv_a.forward(x.clone()));
-        let w0 = weights.clone().narrow(2, 0, 1) * self.scale;
-        let w1 = weights.narrow(2, 1, 1) * self.scale;
-        if w0.dims()[1] != 1 {
-            // Per-token weights: mix the two experts' outputs.
-            return x + self.conv_b.forward(a.clone()) * w0 + self.conv_d.forward(a) * w1;
-        }
-        // Per-item weights: mix the experts' weights instead (the maps are linear), one
-        // `[r, C]` matrix per item, so the full-size activations see one matmul and one add.
-        let mix = |b: Tensor<B, 2>, d: Tensor<B, 2>| {
-            b.unsqueeze::<3>() * w0.clone() + d.unsqueeze::<3>() * w1.clone()
-        };
-        let weight = mix(self.conv_b.dense(), self.conv_d.dense()); // [B, r, C]
-        let bias = mix(
-            self.conv_b.bias.val().unsqueeze::<2>(),
-            self.conv_d.bias.val().unsqueeze::<2>(),
-        ); // [B, 1, C]
-        x + (a.matmul(weight) + bias)
+        let [n, t, r] = a.dims();
+        let c = x.dims()[2];
+        let w = (weights * self.scale).expand([n, t, 2]);
+        let (w0, w1) = (w.clone().narrow(2, 0, 1), w.narrow(2, 1, 1));
+        // `x + w0 conv_b(a) + w1 conv_d(a)` as one matmul over the small side (the maps are
+        // linear): `[w0 a | w1 a | w0 | w1] · [B; D; b_b; b_d]`, so the full-size activations
+        // see one matmul and one add instead of two convs, two scalings and two adds.
+        let lhs = Tensor::cat(vec![a.clone() * w0.clone(), a * w1.clone(), w0, w1], 2);
+        let rhs = Tensor::cat(
+            vec![
+                self.conv_b.dense(),
+                self.conv_d.dense(),
+                self.conv_b.bias.val().unsqueeze::<2>(),
+                self.conv_d.bias.val().unsqueeze::<2>(),
+            ],
+            0,
+        );
+        let k = 2 * r + 2;
+        x + lhs.reshape([n * t, k]).matmul(rhs).reshape([n, t, c])
     }
 }
 
