@@ -45,8 +45,7 @@ pub(crate) fn run<B: Backend, O: FusedOp<N>, const N: usize>(
     }
     let id = TypeId::of::<B>();
     if id == TypeId::of::<Flex>() {
-        let xs = inputs.map(|t| contiguous(cast::<_, FlexTensor>(t)));
-        return Ok(cast(op.forward(xs.each_ref())));
+        return plain::<B, N>(inputs, |xs| op.forward(xs));
     }
     if id == TypeId::of::<Autodiff<Flex, NoCheckpointing>>() {
         return Ok(cast(tracked::<NoCheckpointing, O, N>(op, inputs.map(cast))));
@@ -58,6 +57,19 @@ pub(crate) fn run<B: Backend, O: FusedOp<N>, const N: usize>(
         )));
     }
     Err(inputs)
+}
+
+/// `Some(f(inputs))` when `B` is plain flex (no autodiff) and every input is f32: for
+/// inference-only kernels.
+pub(crate) fn plain<B: Backend, const N: usize>(
+    inputs: [FloatTensor<B>; N],
+    f: impl FnOnce([&FlexTensor; N]) -> FlexTensor,
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || inputs.iter().any(|t| t.dtype() != DType::F32) {
+        return Err(inputs);
+    }
+    let xs = inputs.map(|t| contiguous(cast::<_, FlexTensor>(t)));
+    Ok(cast(f(xs.each_ref())))
 }
 
 /// Moves a value to the type the `TypeId` check proved it has.

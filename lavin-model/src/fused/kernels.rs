@@ -77,6 +77,58 @@ fn sum_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> 
         )
 }
 
+/// `x [m, k] · w [k, n]` for few rows `m`, both row-major. gemm's matrix-vector path (and its
+/// small-`m` kernel below its threading threshold) runs on one thread, which leaves a decode
+/// step reading every weight through one core; here each thread takes a block of columns.
+pub fn matmul_few_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let threads = rayon::current_num_threads().max(1);
+    let block = n.div_ceil(threads).next_multiple_of(16).min(n);
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(block))
+        .into_par_iter()
+        .map(|t| {
+            let (j0, nb) = (t * block, block.min(n - t * block));
+            let mut out = vec![0.0f32; m * nb];
+            // SAFETY: `out` is m x nb (row stride nb), `x` is m x k (row stride k), and the
+            // column block j0..j0+nb of `w` lies inside its k x n buffer (row stride n).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    nb,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    nb as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(j0),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            out
+        })
+        .collect();
+    if blocks.len() == 1 {
+        return blocks.into_iter().next().unwrap_or_default();
+    }
+    let mut out = vec![0.0; m * n];
+    for (t, b) in blocks.iter().enumerate() {
+        let nb = b.len() / m;
+        for r in 0..m {
+            out[r * n + t * block..][..nb].copy_from_slice(&b[r * nb..][..nb]);
+        }
+    }
+    out
+}
+
 /// Interleaved rotary embedding of `x [rows, width]`, row `r` at table row `r % seq`;
 /// `cos`, `sin [seq, head_dim]` hold `(c, c)` and `(-s, s)` per pair, so
 /// `out = x * cos + swap_pairs(x) * sin`. `transpose` applies the transposed map (the

@@ -53,6 +53,16 @@ impl FusedOp<3> for Rope {
     }
 }
 
+/// `x [m, k] · w [k, n]` for a few rows (inference only: plain flex).
+#[cfg(feature = "flex")]
+pub(crate) fn matmul_few_rows(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ([m, k], n) = ([shape(x)[0], shape(x)[1]], shape(w)[1]);
+    tensor(
+        kernels::matmul_few_rows(f32s(x), f32s(w), m, k, n),
+        Shape::new([m, n]),
+    )
+}
+
 /// `[a, b, c, d] -> [a, c, b, d]` materialised: heads split off (or merged back into) the
 /// channels, so that neither direction hands a strided tensor to a single-threaded copy.
 #[derive(Clone, Debug)]

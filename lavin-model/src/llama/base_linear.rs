@@ -20,6 +20,7 @@ use burn::nn::Linear;
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::backends::Precision;
+use crate::fused;
 use crate::quant::{Bits, FrozenQuantLinear, QuantError, DEFAULT_BLOCK};
 
 /// How the frozen LLaMA weights are stored (`--precision`, `--bits`).
@@ -135,7 +136,7 @@ pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) 
     let [d_in, d_out] = weight.dims();
     let mut dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let y = x.cast(wt).reshape([rows, d_in]).matmul(weight);
+    let y = fused::matmul(x.cast(wt).reshape([rows, d_in]), weight);
     let y = match &l.bias {
         Some(b) => y + b.val().cast(wt).unsqueeze_dim(0),
         None => y,
