@@ -97,9 +97,9 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, IoError> {
 /// End-of-run summary (`summary.json`). Accuracies are fractions in [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Loss of the first optimizer step.
+    /// Mean loss of the first steps (a tenth of the run, 1 to 50 steps).
     pub initial_loss: f64,
-    /// Mean loss of the last steps (see the trainer for the window).
+    /// Mean loss of the last steps (the same window).
     pub final_loss: f64,
     /// Validation accuracy (`None` if not evaluated).
     pub val_accuracy: Option<f64>,
