@@ -33,6 +33,8 @@ pub struct BenchReport {
     pub steps: usize,
     pub warmup: usize,
     pub median_step_seconds: f64,
+    /// Median time of the forward pass alone (loss computed, graph recorded).
+    pub median_forward_seconds: f64,
     pub mean_step_seconds: f64,
     pub samples_per_second: f64,
     pub tokens_per_second: f64,
@@ -175,11 +177,14 @@ fn bench_ad<AB: AutodiffBackend>(
         f32_bytes as f64 / MIB,
         if args.gradient_checkpointing { ", gradient checkpointing" } else { "" }
     );
-    let mut times = Vec::new();
+    let (mut times, mut forward_times) = (Vec::new(), Vec::new());
     for i in 0..args.warmup + args.steps {
         let b = random_batch::<AB>(&cfg, batch, seq, device);
         let t = Instant::now();
         let loss = model.loss(b);
+        // Reading the loss waits for the forward pass (asynchronous backends).
+        let _ = loss.clone().inner().into_data();
+        let forward = t.elapsed().as_secs_f64();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         model = step_module(
             &mut optim,
@@ -201,19 +206,17 @@ fn bench_ad<AB: AutodiffBackend>(
         let dt = t.elapsed().as_secs_f64();
         if i >= args.warmup {
             times.push(dt);
-            eprintln!("bench: step {} {:.3}s", i + 1 - args.warmup, dt);
+            forward_times.push(forward);
+            eprintln!(
+                "bench: step {} {dt:.3}s (forward {forward:.3}s)",
+                i + 1 - args.warmup
+            );
         }
     }
     if times.is_empty() {
         bail!("--steps must be at least 1");
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
+    let median = median(&times);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     Ok(BenchReport {
         preset: args.preset.clone(),
@@ -223,6 +226,7 @@ fn bench_ad<AB: AutodiffBackend>(
         steps: times.len(),
         warmup: args.warmup,
         median_step_seconds: median,
+        median_forward_seconds: self::median(&forward_times),
         mean_step_seconds: mean,
         samples_per_second: batch as f64 / median,
         tokens_per_second: (batch * seq) as f64 / median,
@@ -237,6 +241,17 @@ fn bench_ad<AB: AutodiffBackend>(
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+fn median(times: &[f64]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
 
 /// Weights of the LLaMA block linears (wq, wk, wv, wo, w1, w2, w3 of every layer).
 fn block_linear_elems(cfg: &LavinConfig) -> usize {
@@ -270,8 +285,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         other => bail!("backend {other} is not compiled into this binary"),
     };
     println!(
-        "median step {:.4}s | {:.2} samples/s | {:.0} tokens/s | peak RSS {}",
+        "median step {:.4}s (forward {:.4}s) | {:.2} samples/s | {:.0} tokens/s | peak RSS {}",
         r.median_step_seconds,
+        r.median_forward_seconds,
         r.samples_per_second,
         r.tokens_per_second,
         r.peak_rss_mib
