@@ -221,6 +221,16 @@ fn fused_ops_match_composed_without_autodiff() {
             x.matmul(w),
         );
     }
+    // One row and a large weight (>= 4M elements) takes the split path as well.
+    let (x1, w1) = (
+        random::<Flex, 2>([1, 2048], 22),
+        random::<Flex, 2>([2048, 2049], 23),
+    );
+    close(
+        "matmul m=1 large",
+        fused::matmul(x1.clone(), w1.clone()),
+        x1.matmul(w1),
+    );
     // A view (non-contiguous input) goes through the same kernels after a copy.
     let t = x.clone().swap_dims(1, 2);
     close(

@@ -49,14 +49,19 @@ pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -
 
 /// Rows up to which [`matmul`] splits the columns across threads itself (from 2).
 const FEW_ROWS: usize = 16;
+/// Weights (elements) from which a single row is split across threads too.
+const LARGE_WEIGHT: usize = 1 << 22;
 
 /// `x [m, k] · w [k, n]`. Few rows on plain flex (a decode step, a class token) go through a
 /// column-split kernel; everything else, training included, through Burn's matmul.
 pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    // A single row stays with gemm's matrix-vector kernel: split across threads it measured
-    // slower (decode at batch 1: 92 -> 78 tok/s), waking the pool for every small product.
+    // A single row stays with gemm's matrix-vector kernel unless the weight is large (the
+    // output head; every linear at 7B). Splitting every product measured slower (decode at
+    // batch 1: 92 -> 78 tok/s, the pool woken for each); splitting only the head, 96 -> 99
+    // (three runs each, within this machine's noise: one thread nearly saturates memory).
     let rows = x.dims()[0];
-    if rows == 1 || rows > FEW_ROWS {
+    let [k, n] = w.dims();
+    if rows > FEW_ROWS || (rows == 1 && k * n < LARGE_WEIGHT) {
         return x.matmul(w);
     }
     #[cfg(feature = "flex")]
