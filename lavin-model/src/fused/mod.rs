@@ -1,5 +1,5 @@
-//! Fused element-wise ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU,
-//! cross-entropy, and the head split/merge transpose.
+//! Fused CPU ops: rotary embedding, scaled softmax, RMSNorm, SiLU gate, QuickGELU,
+//! cross-entropy, the head split/merge transpose, and few-row matmuls split across threads.
 //!
 //! Each op is one function with two bodies. On burn-flex (plain or under `Autodiff`) and f32
 //! it runs as one multi-threaded pass with a hand-written backward; Burn composes the same
