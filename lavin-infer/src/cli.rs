@@ -53,16 +53,19 @@ pub struct ParityArgs {
     /// Backend (default: the `tests` job of backends.toml would be ndarray; here `infer`'s first).
     #[arg(long)]
     pub backend: Option<String>,
+    /// f32 or tf32 (f32 bounds x50 for TF32 matmuls). Default: tf32 on cuda, f32 elsewhere.
+    #[arg(long, value_enum)]
+    pub bounds: Option<crate::parity::Bounds>,
 }
 
 /// `parity` on the chosen backend.
-struct ParityRun<'a>(&'a Path);
+struct ParityRun<'a>(&'a Path, crate::parity::Bounds);
 
 impl crate::load::BackendJob for ParityRun<'_> {
     type Output = bool;
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<bool> {
-        let sections = crate::parity::run::<B>(self.0, &device)?;
-        Ok(crate::parity::print_report(&sections))
+        let sections = crate::parity::run::<B>(self.0, &device, self.1)?;
+        Ok(crate::parity::print_report(&sections, self.1))
     }
 }
 
@@ -73,11 +76,18 @@ impl crate::load::BackendJob for BenchRun<'_> {
     type Output = ();
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let a = self.0;
+        let choice = crate::load::choose(a.backend.as_deref(), a.precision.as_deref())?;
+        let format = lavin_model::llama::BaseFormat {
+            precision: choice.precision,
+            bits: lavin_model::quant::parse_bits(&a.bits)
+                .with_context(|| format!("--bits {}", a.bits))?,
+        };
         let results = crate::bench::run::<B>(
             &a.preset,
             &a.batch_size,
             a.prompt_len,
             a.max_gen_len,
+            format,
             &device,
         )?;
         for r in &results {
@@ -281,6 +291,12 @@ pub struct BenchArgs {
     /// Backend: ndarray, wgpu, cuda (default: backends.toml's `infer` list).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Frozen LLaMA weights: f32, fp16 or bf16 (default: backends.toml's `infer` entry).
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Frozen LLaMA block linears: 16bit (dense), 8bit or 4bit (LaVIN-lite; wgpu/cuda only).
+    #[arg(long, default_value = "16bit")]
+    pub bits: String,
 }
 
 fn progress_bar(what: &str) -> ProgressBar {
@@ -306,7 +322,11 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Parity(a) => {
-            let ok = crate::load::with_backend(a.backend.as_deref(), ParityRun(&a.dir))?;
+            let kind = crate::load::selected_backend(a.backend.as_deref())?;
+            let bounds = a
+                .bounds
+                .unwrap_or_else(|| crate::parity::Bounds::for_backend(kind));
+            let ok = crate::load::with_backend(a.backend.as_deref(), ParityRun(&a.dir, bounds))?;
             if !ok {
                 anyhow::bail!("parity: some checks FAILED (see the table above)");
             }
