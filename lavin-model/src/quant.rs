@@ -258,6 +258,10 @@ fn register_compiled_in(reg: &Registry) {
     {
         both!(burn::backend::NdArray<f32>);
     }
+    #[cfg(feature = "flex")]
+    {
+        both!(burn::backend::Flex);
+    }
     #[cfg(feature = "wgpu")]
     {
         both!(burn::backend::Wgpu);
