@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use super::vexp::exp_in_place;
+
 /// Rows per task: at least this many elements, so a task outweighs rayon's dispatch.
 const MIN_TASK_ELEMS: usize = 16 * 1024;
 
@@ -190,15 +192,26 @@ pub fn softmax(x: &[f32], width: usize, scale: f32, bias: Option<&[f32]>) -> Vec
             None => o.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * scale),
         }
         let max = o.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for o in o.iter_mut() {
-            *o = (*o - max).exp();
-            sum += *o;
-        }
-        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|o| *o -= max);
+        exp_in_place(o);
+        let inv = 1.0 / sum(o);
         o.iter_mut().for_each(|o| *o *= inv);
     });
     out
+}
+
+/// Sum with eight independent accumulators, so the loop vectorizes (a single running `f32`
+/// sum must be added in order).
+fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Gradient of [`softmax`] from its output `y`: `scale * y * (g - <g, y>)`.
@@ -225,8 +238,18 @@ pub fn cross_entropy(logits: &[f32], targets: &[f32], width: usize) -> Vec<f32> 
         .map(|r| {
             let x = &logits[r * width..(r + 1) * width];
             let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
-            max + sum.ln() - x[targets[r] as usize]
+            // e^(x - max) in stack-sized pieces (the row is the whole vocabulary).
+            let mut buf = [0.0f32; 1024];
+            let total: f32 = x
+                .chunks(buf.len())
+                .map(|c| {
+                    let b = &mut buf[..c.len()];
+                    b.iter_mut().zip(c).for_each(|(b, &v)| *b = v - max);
+                    exp_in_place(b);
+                    sum(b)
+                })
+                .sum();
+            max + total.ln() - x[targets[r] as usize]
         })
         .collect()
 }
@@ -242,12 +265,9 @@ pub fn cross_entropy_backward(
     for_rows(&mut out, width, |r, o| {
         let x = &logits[r * width..(r + 1) * width];
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = (v - max).exp();
-            sum += *o;
-        }
-        let k = g[r] / sum;
+        o.iter_mut().zip(x).for_each(|(o, &v)| *o = v - max);
+        exp_in_place(o);
+        let k = g[r] / sum(o);
         o.iter_mut().for_each(|o| *o *= k);
         o[targets[r] as usize] -= g[r];
     });
@@ -314,8 +334,10 @@ pub fn rms_norm_backward(
     (dx, dgamma)
 }
 
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+/// `o[i] = e^(-alpha a[i])`: the sigmoid's denominator less one, `sigmoid = 1 / (1 + o)`.
+fn neg_exp(o: &mut [f32], a: &[f32], alpha: f32) {
+    o.iter_mut().zip(a).for_each(|(o, &v)| *o = -alpha * v);
+    exp_in_place(o);
 }
 
 /// `a * sigmoid(alpha a) [* b]`: SiLU-gated product (LLaMA's MLP, alpha 1) or QuickGELU
@@ -324,13 +346,15 @@ pub fn swish(a: &[f32], b: Option<&[f32]>, alpha: f32) -> Vec<f32> {
     let mut out = vec![0.0; a.len()];
     for_rows(&mut out, MIN_TASK_ELEMS, |t, o| {
         let base = t * MIN_TASK_ELEMS;
-        for (i, o) in o.iter_mut().enumerate() {
-            let v = a[base + i];
-            let y = v * sigmoid(alpha * v);
-            *o = match b {
-                Some(b) => y * b[base + i],
-                None => y,
-            };
+        let a = &a[base..][..o.len()];
+        neg_exp(o, a, alpha);
+        match b {
+            Some(b) => o
+                .iter_mut()
+                .zip(a)
+                .zip(&b[base..])
+                .for_each(|((o, &v), &b)| *o = v / (1.0 + *o) * b),
+            None => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v / (1.0 + *o)),
         }
     });
     out
@@ -347,23 +371,26 @@ pub fn swish_backward(
     let mut da = vec![0.0; a.len()];
     let mut db = vec![0.0; if need_b && b.is_some() { a.len() } else { 0 }];
     let step = MIN_TASK_ELEMS;
-    let grad = |base: usize, i: usize| {
+    // `oa` holds e^(-alpha a) on entry (see `neg_exp`).
+    let grad = |base: usize, i: usize, e: f32| {
         let (v, g) = (a[base + i], g[base + i]);
-        let s = sigmoid(alpha * v);
+        let s = 1.0 / (1.0 + e);
         let bv = b.map_or(1.0, |b| b[base + i]);
         (g * bv * (s + alpha * v * s * (1.0 - s)), g * v * s)
     };
     if db.is_empty() {
         for_rows(&mut da, step, |t, o| {
+            neg_exp(o, &a[t * step..][..o.len()], alpha);
             for (i, o) in o.iter_mut().enumerate() {
-                *o = grad(t * step, i).0;
+                *o = grad(t * step, i, *o).0;
             }
         });
         return (da, None);
     }
     for_rows2(&mut da, &mut db, step, |t, oa, ob| {
+        neg_exp(oa, &a[t * step..][..oa.len()], alpha);
         for (i, (oa, ob)) in oa.iter_mut().zip(ob.iter_mut()).enumerate() {
-            (*oa, *ob) = grad(t * step, i);
+            (*oa, *ob) = grad(t * step, i, *oa);
         }
     });
     (da, Some(db))

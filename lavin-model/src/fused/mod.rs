@@ -13,6 +13,8 @@ mod flex;
 mod kernels;
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod ops;
+#[cfg(feature = "flex")]
+mod vexp;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
