@@ -35,7 +35,7 @@ fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const LO: f32 = -87.0;
     const HI: f32 = 88.0;
-    let xc = x.max(LO).min(HI);
+    let xc = x.clamp(LO, HI);
     let k = xc * LOG2E + ROUND;
     let n = k - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
