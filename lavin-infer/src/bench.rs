@@ -47,6 +47,7 @@ pub fn run<B: Backend>(
     batch_sizes: &[usize],
     prompt_len: usize,
     new_tokens: usize,
+    backend: &str,
     format: BaseFormat,
     device: &B::Device,
 ) -> anyhow::Result<Vec<BenchResult>> {
@@ -88,11 +89,7 @@ pub fn run<B: Backend>(
         };
         results.push(BenchResult {
             preset: preset.to_string(),
-            backend: std::any::type_name::<B>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("?")
-                .to_string(),
+            backend: backend.to_string(),
             base_format: format!(
                 "{}{}",
                 format.precision,

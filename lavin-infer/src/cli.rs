@@ -87,6 +87,7 @@ impl crate::load::BackendJob for BenchRun<'_> {
             &a.batch_size,
             a.prompt_len,
             a.max_gen_len,
+            &choice.to_string(),
             format,
             &device,
         )?;
@@ -294,7 +295,7 @@ pub struct BenchArgs {
     /// Frozen LLaMA weights: f32, fp16 or bf16 (default: backends.toml's `infer` entry).
     #[arg(long)]
     pub precision: Option<String>,
-    /// Frozen LLaMA block linears: 16bit (dense), 8bit or 4bit (LaVIN-lite; wgpu/cuda only).
+    /// Frozen LLaMA block linears: 16bit (dense), 8bit or 4bit (LaVIN-lite; 4bit not on ndarray).
     #[arg(long, default_value = "16bit")]
     pub bits: String,
 }
