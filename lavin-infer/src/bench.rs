@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use lavin_model::llama::BaseFormat;
 use lavin_model::{Lavin, LavinConfig, Positions};
+use lavin_train::bench::{median, peak_rss_mib};
 use serde::Serialize;
 
 /// One measured configuration.
@@ -26,14 +27,6 @@ pub struct BenchResult {
     pub decode_tokens_per_s: f64,
     /// Peak resident memory of the process so far (Linux `VmHWM`), MiB.
     pub peak_rss_mib: Option<f64>,
-}
-
-/// Peak resident set size from /proc (None elsewhere).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// Forces pending work to finish (async backends) by reading one value back.
@@ -83,9 +76,9 @@ pub fn run<B: Backend>(
             .map(|_| measure(&model, &workload))
             .collect();
         let t = Timings {
-            encode: median(runs.iter().map(|t| t.encode)),
-            prefill: median(runs.iter().map(|t| t.prefill)),
-            decode: median(runs.iter().map(|t| t.decode)),
+            encode: median(&runs.iter().map(|t| t.encode).collect::<Vec<_>>()),
+            prefill: median(&runs.iter().map(|t| t.prefill).collect::<Vec<_>>()),
+            decode: median(&runs.iter().map(|t| t.decode).collect::<Vec<_>>()),
         };
         results.push(BenchResult {
             preset: preset.to_string(),
@@ -125,12 +118,6 @@ struct Timings {
 /// Timed repetitions of the whole workload per batch size.
 const TIMED_RUNS: usize = 3;
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn measure<B: Backend>(model: &Lavin<B>, w: &Workload<B>) -> Timings {
     const ENCODE_RUNS: usize = 5;
     let [b, prompt_len] = w.tokens.dims();
@@ -166,7 +153,7 @@ fn measure<B: Backend>(model: &Lavin<B>, w: &Workload<B>) -> Timings {
         let _ = next.clone().into_data();
     }
     Timings {
-        encode: median(encode_times.into_iter()),
+        encode: median(&encode_times),
         prefill,
         decode: t2.elapsed().as_secs_f64(),
     }

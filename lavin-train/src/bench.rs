@@ -242,7 +242,8 @@ fn bench_ad<AB: AutodiffBackend>(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn median(times: &[f64]) -> f64 {
+/// Median (the mean of the middle two for an even count); also used by `lavin-infer bench`.
+pub fn median(times: &[f64]) -> f64 {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
