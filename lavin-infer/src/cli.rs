@@ -322,6 +322,15 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        // The server's model thread moves each job onto a worker itself (`serve::worker`);
+        // its main thread blocks in the HTTP runtime for good.
+        command @ Command::Serve(_) => run_command(command),
+        command => lavin_model::fused::on_worker_thread(|| run_command(command)),
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Parity(a) => {
             let kind = crate::load::selected_backend(a.backend.as_deref())?;
             let bounds = a

@@ -209,7 +209,8 @@ fn fused_ops_match_composed_without_autodiff() {
         fused::swap_middle(heads.clone()),
         heads.swap_dims(1, 2),
     );
-    // Few rows: columns split across threads, blocks reassembled (n not a multiple of 16).
+    // One row: the matrix-vector kernel; 2-16 rows: gemm on column blocks split across
+    // threads, reassembled (n not a multiple of 16); 17: Burn's matmul.
     for m in [1, 2, 5, 16, 17] {
         let (x, w) = (
             random::<Flex, 2>([m, 37], 20),
@@ -221,10 +222,10 @@ fn fused_ops_match_composed_without_autodiff() {
             x.matmul(w),
         );
     }
-    // One row and a large weight (>= 4M elements) takes the split path as well.
+    // One row and a weight large enough for the matrix-vector kernel to split its columns.
     let (x1, w1) = (
-        random::<Flex, 2>([1, 2048], 22),
-        random::<Flex, 2>([2048, 2049], 23),
+        random::<Flex, 2>([1, 257], 22),
+        random::<Flex, 2>([257, 1001], 23),
     );
     close(
         "matmul m=1 large",

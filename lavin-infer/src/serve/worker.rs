@@ -93,7 +93,8 @@ pub fn spawn_worker(mut generator: Box<dyn Generator>, queue_capacity: usize) ->
         .name("lavin-model-worker".into())
         .spawn(move || {
             while let Some(job) = rx.blocking_recv() {
-                run_job(generator.as_mut(), job);
+                let generator = generator.as_mut();
+                lavin_model::fused::on_worker_thread(|| run_job(generator, job));
                 counter.fetch_sub(1, Ordering::SeqCst);
             }
         })

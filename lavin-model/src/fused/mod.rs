@@ -10,6 +10,8 @@
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
+mod gemv;
+#[cfg(feature = "flex")]
 mod kernels;
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod ops;
@@ -40,6 +42,35 @@ fn wrap<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
+/// Runs `f` on one of the CPU backends' worker threads and returns its result.
+///
+/// flex and the fused ops split their work with rayon. Called from a thread outside the pool
+/// (`main`), each split wakes the workers and puts the caller to sleep until they finish: two
+/// context switches per op, while the calling thread's core does no work. Called from a worker,
+/// the caller runs one part itself and wakes one other worker. A decode step at batch 1 makes
+/// about sixty such splits in 8-9 ms; run on a worker, `small` decodes 117 -> 124 tok/s (median
+/// of six runs each on the 2-core VM). Wrap long CPU work in this: a command, a training
+/// run, a server's job. Not the thread that serves connections or blocks on I/O for its life:
+/// a worker blocked there takes no part in other threads' rayon work.
+///
+/// The pool's threads get the main thread's usual 8 MiB stack when this is the first use of
+/// rayon in the process (its default is 2 MiB), so moving deep work here does not shrink it.
+pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    {
+        static POOL: std::sync::Once = std::sync::Once::new();
+        // Fails, harmlessly, when something used rayon before: the pool then keeps its stacks.
+        POOL.call_once(|| {
+            let _ = rayon::ThreadPoolBuilder::new()
+                .stack_size(8 << 20)
+                .build_global();
+        });
+        rayon::scope(|_| f())
+    }
+    #[cfg(not(feature = "flex"))]
+    f()
+}
+
 /// Interleaved rotary embedding of `x [B, L, C]` (heads side by side in `C`) with tables
 /// `cos`, `sin [L, head_dim]` holding `(c, c)` and `(-s, s)` per pair of channels.
 pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
@@ -49,25 +80,25 @@ pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -
     }
 }
 
-/// Rows up to which [`matmul`] splits the columns across threads itself (from 2).
+/// Rows up to which [`matmul`] splits the columns across threads itself.
 const FEW_ROWS: usize = 16;
-/// Weights (elements) from which a single row is split across threads too.
-const LARGE_WEIGHT: usize = 1 << 22;
 
-/// `x [m, k] · w [k, n]`. Few rows on plain flex (a decode step, a class token) go through a
-/// column-split kernel; everything else, training included, through Burn's matmul.
+/// `x [m, k] · w [k, n]`. On plain flex a single row (a decode step at batch 1, a class token)
+/// goes through the matrix-vector kernel of [`gemv`], and up to [`FEW_ROWS`] rows through a
+/// column split of gemm; everything else, training included, through Burn's matmul.
 pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    // A single row stays with gemm's matrix-vector kernel unless the weight is large (the
-    // output head; every linear at 7B). Splitting every product measured slower (decode at
-    // batch 1: 92 -> 78 tok/s, the pool woken for each); splitting only the head, 96 -> 99
-    // (three runs each, within this machine's noise: one thread nearly saturates memory).
     let rows = x.dims()[0];
-    let [k, n] = w.dims();
-    if rows > FEW_ROWS || (rows == 1 && k * n < LARGE_WEIGHT) {
+    if rows > FEW_ROWS {
         return x.matmul(w);
     }
     #[cfg(feature = "flex")]
-    return match flex::plain::<B, 2>([prim(x), prim(w)], |[x, w]| ops::matmul_few_rows(x, w)) {
+    return match flex::plain::<B, 2>([prim(x), prim(w)], |[x, w]| {
+        if rows == 1 {
+            ops::gemv(x, w)
+        } else {
+            ops::matmul_few_rows(x, w)
+        }
+    }) {
         Ok(y) => wrap(y),
         Err([x, w]) => wrap::<B, 2>(x).matmul(wrap(w)),
     };

@@ -53,6 +53,16 @@ impl FusedOp<3> for Rope {
     }
 }
 
+/// `x [1, k] · w [k, n]` (inference only: plain flex).
+#[cfg(feature = "flex")]
+pub(crate) fn gemv(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let (k, n) = (shape(w)[0], shape(w)[1]);
+    tensor(
+        super::gemv::gemv(f32s(x), f32s(w), k, n),
+        Shape::new([1, n]),
+    )
+}
+
 /// `x [m, k] · w [k, n]` for a few rows (inference only: plain flex).
 #[cfg(feature = "flex")]
 pub(crate) fn matmul_few_rows(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
