@@ -1,15 +1,15 @@
-//! The fused flex ops against Burn's composed versions: outputs and every gradient, plain,
-//! under `Autodiff` and under `Autodiff<_, BalancedCheckpointing>`.
-#![cfg(feature = "flex")]
+//! The fused ops against Burn's composed versions: outputs and every gradient, plain, under
+//! `Autodiff` and under `Autodiff<_, BalancedCheckpointing>`; flex's kernels, and the lean
+//! autodiff versions that every other backend runs (here on ndarray).
+#![allow(dead_code)]
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use lavin_model::fused::{self, reference};
-
-type Ad = Autodiff<Flex>;
-type AdCkpt = Autodiff<Flex, BalancedCheckpointing>;
 
 /// Deterministic normal-ish values from `seed` (not the backend RNG, which is process-global
 /// and shared with the tests running beside this one).
@@ -158,16 +158,43 @@ fn all_ops<B: AutodiffBackend>() {
     );
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn fused_ops_match_composed_under_autodiff() {
-    all_ops::<Ad>();
+    all_ops::<Autodiff<Flex>>();
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn fused_ops_match_composed_with_checkpointing() {
-    all_ops::<AdCkpt>();
+    all_ops::<Autodiff<Flex, BalancedCheckpointing>>();
 }
 
+#[cfg(feature = "ndarray")]
+#[test]
+fn lean_ops_match_composed_on_ndarray() {
+    use burn::backend::NdArray;
+    type Nd = Autodiff<NdArray<f32>>;
+    type NdCkpt = Autodiff<NdArray<f32>, BalancedCheckpointing>;
+    // Otherwise both sides would be the composed version.
+    assert!(fused::has_lean_ops::<Nd>() && fused::has_lean_ops::<NdCkpt>());
+    assert!(!fused::has_lean_ops::<NdArray<f32>>());
+    all_ops::<Nd>();
+    all_ops::<NdCkpt>();
+}
+
+/// The same maths on a CubeCL backend, as CUDA runs it (CI: lavapipe).
+#[cfg(feature = "wgpu")]
+#[test]
+fn lean_ops_match_composed_on_wgpu() {
+    use burn::backend::Wgpu;
+    type W = Autodiff<Wgpu>;
+    assert!(fused::has_lean_ops::<W>());
+    all_ops::<W>();
+    all_ops::<Autodiff<Wgpu, BalancedCheckpointing>>();
+}
+
+#[cfg(feature = "flex")]
 #[test]
 fn fused_ops_match_composed_without_autodiff() {
     // Large enough to split into several rayon tasks.

@@ -13,6 +13,7 @@ mod flex;
 mod gemv;
 #[cfg(feature = "flex")]
 mod kernels;
+mod lean;
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod ops;
 #[cfg(feature = "flex")]
@@ -22,16 +23,27 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+/// A fused op: flex's kernels, else the lean autodiff version, else (`Err`) the composed one.
 #[cfg(feature = "flex")]
-use flex::run as dispatch;
-
-/// Without flex in the build every op takes its composed path.
-#[cfg(not(feature = "flex"))]
-fn dispatch<B: Backend, O, const N: usize>(
-    _: &O,
+fn dispatch<B: Backend, O: flex::FusedOp<N>, const N: usize>(
+    op: &O,
     inputs: [FloatTensor<B>; N],
 ) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
-    Err(inputs)
+    flex::run::<B, O, N>(op, inputs).or_else(|inputs| lean::run::<B, O, N>(op, inputs))
+}
+
+#[cfg(not(feature = "flex"))]
+fn dispatch<B: Backend, O: 'static, const N: usize>(
+    op: &O,
+    inputs: [FloatTensor<B>; N],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    lean::run::<B, O, N>(op, inputs)
+}
+
+/// Whether the fused ops on `B` run as lean autodiff ops ([`lean`]): the autodiff backends
+/// compiled into this crate other than flex, which has kernels of its own.
+pub fn has_lean_ops<B: Backend>() -> bool {
+    lean::registered::<B>()
 }
 
 fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {

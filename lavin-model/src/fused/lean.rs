@@ -1,0 +1,392 @@
+//! The fused ops on every other autodiff backend (CUDA, wgpu, ndarray): the forward is the
+//! composed maths run untracked on the inner backend, the backward is written by hand, and the
+//! graph keeps only what that backward reads.
+//!
+//! Burn's autodiff records each elementary op with the tensors its own backward needs. Per
+//! LLaMA block at the paper's batch (4 x 512, 7B, f32 activations) the composed versions keep:
+//! softmax its `exp` besides its output (one more `[4, 32, 512, 512]` tensor, 134 MB); the SiLU
+//! gate `a`, `sigmoid(a)`, `silu(a)` and `b` where `a` and `b` suffice (two more FFN-sized
+//! tensors, 180 MB); rotary, for q and k, the input and its pair-swapped copy where the
+//! constant tables suffice (134 MB); RMSNorm the normalised input besides the input. Over 32
+//! blocks that is about 15 GB of a 7B training step's activations, and fewer kernels in the
+//! backward pass.
+//!
+//! Like `quant.rs`, the ops are found by `TypeId` in a table filled for the autodiff backends
+//! compiled into this crate, so the model keeps its plain `B: Backend` bound.
+
+use core::any::{Any, TypeId};
+use core::fmt::Debug;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
+
+use super::ops::{RmsNorm, Rope, SiluGate, Softmax, Swish};
+use super::reference;
+
+/// One op on `N` f32 inputs, generic over the inner backend.
+pub(crate) trait LeanOp<const N: usize>: Clone + Send + Sync + Debug + 'static {
+    /// Which inputs, and whether the output, the backward pass reads.
+    const SAVES: ([bool; N], bool);
+    fn forward<I: Backend>(&self, inputs: [FloatTensor<I>; N]) -> FloatTensor<I>;
+    /// Gradients of the inputs whose `need` is set (the others may be `None`); unsaved inputs
+    /// and an unsaved output arrive as `None`.
+    fn backward<I: Backend>(
+        &self,
+        inputs: [Option<FloatTensor<I>>; N],
+        output: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        need: [bool; N],
+    ) -> [Option<FloatTensor<I>>; N];
+}
+
+/// `Ok(output)` when `B` is one of the registered autodiff backends and every input is f32;
+/// otherwise the inputs come back for the caller's composed version.
+pub(crate) fn run<B: Backend, O: 'static, const N: usize>(
+    op: &O,
+    inputs: [FloatTensor<B>; N],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    if inputs.iter().any(|t| t.dtype() != DType::F32) {
+        return Err(inputs);
+    }
+    let key = (TypeId::of::<B>(), TypeId::of::<O>(), N);
+    match table()
+        .get(&key)
+        .and_then(|f| f.downcast_ref::<Entry<O, B, N>>())
+    {
+        Some(f) => Ok(f(op, inputs)),
+        None => Err(inputs),
+    }
+}
+
+/// Whether `B` runs the lean versions (a registered autodiff backend).
+pub(crate) fn registered<B: Backend>() -> bool {
+    table().keys().any(|(b, _, _)| *b == TypeId::of::<B>())
+}
+
+type Entry<O, B, const N: usize> = fn(&O, [FloatTensor<B>; N]) -> FloatTensor<B>;
+type Table = HashMap<(TypeId, TypeId, usize), Box<dyn Any + Send + Sync>>;
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut table = Table::new();
+        #[allow(unused_macros)]
+        macro_rules! inner {
+            ($($i:ty),*) => {$(
+                add::<$i, NoCheckpointing>(&mut table);
+                add::<$i, BalancedCheckpointing>(&mut table);
+            )*};
+        }
+        // flex has its own kernels (`flex.rs`).
+        #[cfg(feature = "ndarray")]
+        inner!(burn::backend::NdArray<f32>);
+        #[cfg(feature = "wgpu")]
+        inner!(burn::backend::Wgpu);
+        #[cfg(feature = "cuda")]
+        inner!(burn::backend::Cuda);
+        table
+    })
+}
+
+#[allow(dead_code)]
+fn add<I: Backend, C: CheckpointStrategy>(table: &mut Table) {
+    fn entry<I: Backend, C: CheckpointStrategy, O: LeanOp<N>, const N: usize>(table: &mut Table) {
+        let f: Entry<O, Autodiff<I, C>, N> = tracked::<I, C, O, N>;
+        let key = (TypeId::of::<Autodiff<I, C>>(), TypeId::of::<O>(), N);
+        table.insert(key, Box::new(f));
+    }
+    entry::<I, C, Rope, 3>(table);
+    entry::<I, C, Softmax, 1>(table);
+    entry::<I, C, Softmax, 2>(table);
+    entry::<I, C, RmsNorm, 2>(table);
+    entry::<I, C, SiluGate, 2>(table);
+    entry::<I, C, Swish, 1>(table);
+}
+
+#[derive(Debug)]
+struct Node<O>(O);
+
+impl<I: Backend, O: LeanOp<N>, const N: usize> Backward<I, N> for Node<O> {
+    type State = ([Option<FloatTensor<I>>; N], Option<FloatTensor<I>>);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<I>(&ops.node);
+        let (inputs, output) = ops.state;
+        let need = ops.parents.each_ref().map(Option::is_some);
+        let out = self.0.backward::<I>(inputs, output, grad, need);
+        for (parent, g) in ops.parents.into_iter().zip(out) {
+            if let (Some(parent), Some(g)) = (parent, g) {
+                grads.register::<I>(parent.id, g);
+            }
+        }
+    }
+}
+
+fn tracked<I: Backend, C: CheckpointStrategy, O: LeanOp<N>, const N: usize>(
+    op: &O,
+    inputs: [FloatTensor<Autodiff<I, C>>; N],
+) -> FloatTensor<Autodiff<I, C>> {
+    let nodes = inputs.each_ref().map(|t| t.node.clone());
+    let prims = inputs.map(|t| t.primitive);
+    let (keep_inputs, keep_output) = O::SAVES;
+    let mut keep = keep_inputs.into_iter();
+    let saved = prims
+        .each_ref()
+        .map(|p| keep.next().unwrap_or(false).then(|| p.clone()));
+    let output = op.forward::<I>(prims);
+    match Node(op.clone())
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = (saved, keep_output.then(|| output.clone()));
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+// Moving between primitives of unknown rank and tensors of a fixed one.
+
+fn wrap<I: Backend, const D: usize>(p: FloatTensor<I>) -> Tensor<I, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+fn prim<I: Backend, const D: usize>(t: Tensor<I, D>) -> FloatTensor<I> {
+    t.into_primitive().tensor()
+}
+
+/// `x` as `dims` (same element count).
+fn as_shape<I: Backend, const D: usize>(x: FloatTensor<I>, dims: [usize; D]) -> Tensor<I, D> {
+    wrap(I::float_reshape(x, Shape::new(dims)))
+}
+
+/// `x [.., w]` as `[rows, w]`, with its original shape.
+fn as_rows<I: Backend>(x: FloatTensor<I>) -> (Tensor<I, 2>, Shape) {
+    let shape = x.shape();
+    let width = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / width.max(1);
+    (as_shape(x, [rows, width]), shape)
+}
+
+/// `x` flattened (element-wise ops), with its original shape.
+fn as_flat<I: Backend>(x: FloatTensor<I>) -> (Tensor<I, 1>, Shape) {
+    let shape = x.shape();
+    (as_shape(x, [shape.num_elements()]), shape)
+}
+
+fn back<I: Backend, const D: usize>(t: Tensor<I, D>, shape: Shape) -> FloatTensor<I> {
+    I::float_reshape(prim(t), shape)
+}
+
+fn saved<I: Backend>(t: Option<FloatTensor<I>>) -> FloatTensor<I> {
+    t.expect("lean op: a tensor its SAVES keeps")
+}
+
+impl LeanOp<3> for Rope {
+    const SAVES: ([bool; 3], bool) = ([false, true, true], false);
+
+    fn forward<I: Backend>(&self, [x, cos, sin]: [FloatTensor<I>; 3]) -> FloatTensor<I> {
+        prim(reference::rope::<I>(wrap(x), wrap(cos), wrap(sin)))
+    }
+
+    /// `dx = g cos + swap(g sin)`, which is the same map with the two `sin` entries of each
+    /// pair swapped (for rotation tables, the rotation by the opposite angle).
+    fn backward<I: Backend>(
+        &self,
+        [_, cos, sin]: [Option<FloatTensor<I>>; 3],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need_x, ..]: [bool; 3],
+    ) -> [Option<FloatTensor<I>>; 3] {
+        let dx = need_x.then(|| {
+            let sin = wrap::<I, 2>(saved::<I>(sin));
+            let [l, hd] = sin.dims();
+            let pairs = sin.reshape([l, hd / 2, 2]);
+            let swapped = Tensor::cat(
+                vec![pairs.clone().narrow(2, 1, 1), pairs.narrow(2, 0, 1)],
+                2,
+            );
+            let cos = wrap::<I, 2>(saved::<I>(cos));
+            prim(reference::rope::<I>(
+                wrap(grad),
+                cos,
+                swapped.reshape([l, hd]),
+            ))
+        });
+        [dx, None, None]
+    }
+}
+
+/// `dx = scale · y ⊙ (g - Σ g ⊙ y)` over the last dimension.
+fn softmax_backward<I: Backend>(
+    y: FloatTensor<I>,
+    grad: FloatTensor<I>,
+    scale: f32,
+) -> FloatTensor<I> {
+    let (y, shape) = as_rows::<I>(y);
+    let (g, _) = as_rows::<I>(grad);
+    let dot = (g.clone() * y.clone()).sum_dim(1);
+    back(((g - dot) * y).mul_scalar(scale), shape)
+}
+
+impl LeanOp<1> for Softmax {
+    const SAVES: ([bool; 1], bool) = ([false], true);
+
+    fn forward<I: Backend>(&self, [x]: [FloatTensor<I>; 1]) -> FloatTensor<I> {
+        let (x, shape) = as_rows::<I>(x);
+        back(reference::softmax_scaled(x, self.scale as f64, None), shape)
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        _: [Option<FloatTensor<I>>; 1],
+        y: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need]: [bool; 1],
+    ) -> [Option<FloatTensor<I>>; 1] {
+        [need.then(|| softmax_backward::<I>(saved::<I>(y), grad, self.scale))]
+    }
+}
+
+/// Inputs `[x [.., R, S], bias [R, S]]`; the bias (a mask) gets no gradient.
+impl LeanOp<2> for Softmax {
+    const SAVES: ([bool; 2], bool) = ([false, false], true);
+
+    fn forward<I: Backend>(&self, [x, bias]: [FloatTensor<I>; 2]) -> FloatTensor<I> {
+        let shape = x.shape();
+        let bias = wrap::<I, 2>(bias);
+        let [r, s] = bias.dims();
+        let x = as_shape::<I, 3>(x, [shape.num_elements() / (r * s).max(1), r, s]);
+        back(
+            reference::softmax_scaled(x, self.scale as f64, Some(bias)),
+            shape,
+        )
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        _: [Option<FloatTensor<I>>; 2],
+        y: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need_x, _]: [bool; 2],
+    ) -> [Option<FloatTensor<I>>; 2] {
+        [
+            need_x.then(|| softmax_backward::<I>(saved::<I>(y), grad, self.scale)),
+            None,
+        ]
+    }
+}
+
+/// `y = x r γ` with `r = (mean(x²) + eps)^-½` per row:
+/// `dx = r (g ⊙ γ) - x r³ mean(g ⊙ γ ⊙ x)`, `dγ = Σ_rows g ⊙ x r`.
+impl LeanOp<2> for RmsNorm {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward<I: Backend>(&self, [x, gamma]: [FloatTensor<I>; 2]) -> FloatTensor<I> {
+        let (x, shape) = as_rows::<I>(x);
+        back(
+            reference::rms_norm(x, wrap::<I, 1>(gamma), self.eps as f64),
+            shape,
+        )
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        [x, gamma]: [Option<FloatTensor<I>>; 2],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need_x, need_gamma]: [bool; 2],
+    ) -> [Option<FloatTensor<I>>; 2] {
+        let (x, shape) = as_rows::<I>(saved::<I>(x));
+        let gamma = wrap::<I, 1>(saved::<I>(gamma));
+        let (g, _) = as_rows::<I>(grad);
+        let width = x.dims()[1];
+        let r = (x.clone().square().mean_dim(1) + self.eps as f64)
+            .sqrt()
+            .recip();
+        let dgamma = need_gamma.then(|| {
+            prim(
+                (g.clone() * x.clone() * r.clone())
+                    .sum_dim(0)
+                    .reshape([width]),
+            )
+        });
+        let dx = need_x.then(|| {
+            let gg = g * gamma.unsqueeze::<2>();
+            let m = (gg.clone() * x.clone()).mean_dim(1);
+            let r3 = r.clone() * r.clone() * r.clone();
+            back(gg * r - x * (r3 * m), shape)
+        });
+        [dx, dgamma]
+    }
+}
+
+/// `y = a σ(a) b`: `da = g b σ(a) (1 + a (1 - σ(a)))`, `db = g a σ(a)`.
+impl LeanOp<2> for SiluGate {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward<I: Backend>(&self, [a, b]: [FloatTensor<I>; 2]) -> FloatTensor<I> {
+        let (a, shape) = as_flat::<I>(a);
+        let (b, _) = as_flat::<I>(b);
+        back(reference::silu_gate(a, b), shape)
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        [a, b]: [Option<FloatTensor<I>>; 2],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need_a, need_b]: [bool; 2],
+    ) -> [Option<FloatTensor<I>>; 2] {
+        let (a, shape) = as_flat::<I>(saved::<I>(a));
+        let (b, _) = as_flat::<I>(saved::<I>(b));
+        let (g, _) = as_flat::<I>(grad);
+        let s = sigmoid(a.clone());
+        let db = need_b.then(|| back(g.clone() * a.clone() * s.clone(), shape.clone()));
+        let da = need_a.then(|| {
+            let ds = (a * (s.clone().neg() + 1.0) + 1.0) * s;
+            back(g * b * ds, shape)
+        });
+        [da, db]
+    }
+}
+
+/// `y = u σ(α u)`: `du = g (s + α u s (1 - s))`, `s = σ(α u)`.
+impl LeanOp<1> for Swish {
+    const SAVES: ([bool; 1], bool) = ([true], false);
+
+    fn forward<I: Backend>(&self, [u]: [FloatTensor<I>; 1]) -> FloatTensor<I> {
+        let (u, shape) = as_flat::<I>(u);
+        back(reference::swish(u, self.alpha as f64), shape)
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        [u]: [Option<FloatTensor<I>>; 1],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need]: [bool; 1],
+    ) -> [Option<FloatTensor<I>>; 1] {
+        [need.then(|| {
+            let (u, shape) = as_flat::<I>(saved::<I>(u));
+            let (g, _) = as_flat::<I>(grad);
+            let s = sigmoid(u.clone() * self.alpha as f64);
+            let du = s.clone() + u * (s.clone().neg() + 1.0) * s * self.alpha as f64;
+            back(g * du, shape)
+        })]
+    }
+}
