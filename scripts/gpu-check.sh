@@ -70,6 +70,10 @@ step infer-7b 120 "$BIN/lavin-infer" bench --preset "$PRESET" --backend "$BACKEN
 # LaVIN-lite: 4-bit block linears, gradient checkpointing, batch 1 (target <= 9 GB).
 step train-7b-lite 90 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 1 --warmup 1 --steps 2 --bits 4bit --gradient-checkpointing
+# The same step with Burn's composed ops instead of the lean autodiff ones (fused/lean.rs):
+# what they save in memory and time on the GPU.
+step train-7b-composed 150 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
+    --batch-size 4 --warmup 2 --steps 4 --composed-ops
 # The paper's batch with recomputation: the memory a 16-bit base needs at batch 4.
 step train-7b-ckpt 100 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 4 --warmup 1 --steps 2 --gradient-checkpointing

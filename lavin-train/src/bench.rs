@@ -45,6 +45,8 @@ pub struct BenchReport {
     /// Dtype of the dense frozen LLaMA weights (`f32`, `fp16`, `bf16`).
     pub precision: String,
     pub gradient_checkpointing: bool,
+    /// `--composed-ops`: Burn's composed ops instead of the fused / lean ones.
+    pub composed_ops: bool,
     /// Bytes of the LLaMA block linears' weights at f32 (MiB).
     pub block_linears_f32_mib: f64,
     /// Bytes of the same weights as stored (packed values + f32 block scales, or half floats).
@@ -116,6 +118,7 @@ pub fn bench_on<B: Backend>(
     device: &B::Device,
 ) -> anyhow::Result<BenchReport> {
     use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    lavin_model::fused::set_enabled(!args.composed_ops);
     if args.gradient_checkpointing {
         bench_ad::<Autodiff<B, BalancedCheckpointing>>(args, choice, device)
     } else {
@@ -166,7 +169,7 @@ fn bench_ad<AB: AutodiffBackend>(
     });
     eprintln!(
         "bench: preset {} ({backend}), batch {batch}, seq {seq}, {} trainable params, {} warm-up + {} timed steps, \
-         block linears {} {} ({:.1} MiB stored, {:.1} MiB at f32){}",
+         block linears {} {} ({:.1} MiB stored, {:.1} MiB at f32){}{}",
         args.preset,
         trainable_params,
         args.warmup,
@@ -175,7 +178,8 @@ fn bench_ad<AB: AutodiffBackend>(
         precision,
         stored_bytes as f64 / MIB,
         f32_bytes as f64 / MIB,
-        if args.gradient_checkpointing { ", gradient checkpointing" } else { "" }
+        if args.gradient_checkpointing { ", gradient checkpointing" } else { "" },
+        if args.composed_ops { ", composed ops" } else { "" }
     );
     let (mut times, mut forward_times) = (Vec::new(), Vec::new());
     for i in 0..args.warmup + args.steps {
@@ -235,6 +239,7 @@ fn bench_ad<AB: AutodiffBackend>(
         bits: args.bits.clone(),
         precision: precision.to_string(),
         gradient_checkpointing: args.gradient_checkpointing,
+        composed_ops: args.composed_ops,
         block_linears_f32_mib: f32_bytes as f64 / MIB,
         block_linears_stored_mib: stored_bytes as f64 / MIB,
     })

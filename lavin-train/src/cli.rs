@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Recompute activations in backward (`Autodiff<_, BalancedCheckpointing>`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Run rotary, softmax, norms and gates as Burn's composed ops, not the fused kernels
+    /// (flex) or lean autodiff ops (other backends): the A/B baseline for speed and memory.
+    #[arg(long)]
+    pub composed_ops: bool,
 }
 
 /// Training flags. Every field is optional: unset = file value or default. Also the schema of

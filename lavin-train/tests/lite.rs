@@ -154,6 +154,7 @@ fn tiny_bench(bits: &str) -> BenchArgs {
         precision: None,
         bits: bits.into(),
         gradient_checkpointing: false,
+        composed_ops: false,
     }
 }
 

@@ -19,9 +19,26 @@ mod ops;
 #[cfg(feature = "flex")]
 mod vexp;
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused and lean versions off (`false`) or back on for the whole process: every op
+/// then takes its composed version, as Burn alone would run it. For A/B measurements
+/// (`lavin-train bench --composed-ops`) and for ruling the fused ops out when a result looks
+/// wrong; the numbers agree within float rounding either way.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether the fused and lean versions run (see [`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// A fused op: flex's kernels, else the lean autodiff version, else (`Err`) the composed one.
 #[cfg(feature = "flex")]
@@ -29,6 +46,9 @@ fn dispatch<B: Backend, O: flex::FusedOp<N>, const N: usize>(
     op: &O,
     inputs: [FloatTensor<B>; N],
 ) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    if !enabled() {
+        return Err(inputs);
+    }
     flex::run::<B, O, N>(op, inputs).or_else(|inputs| lean::run::<B, O, N>(op, inputs))
 }
 
@@ -37,6 +57,9 @@ fn dispatch<B: Backend, O: 'static, const N: usize>(
     op: &O,
     inputs: [FloatTensor<B>; N],
 ) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    if !enabled() {
+        return Err(inputs);
+    }
     lean::run::<B, O, N>(op, inputs)
 }
 
