@@ -86,7 +86,8 @@ fn wrap<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
 /// about sixty such splits in 8-9 ms; run on a worker, `small` decodes 117 -> 124 tok/s (median
 /// of six runs each on the 2-core VM). Wrap long CPU work in this: a command, a training
 /// run, a server's job. Not the thread that serves connections or blocks on I/O for its life:
-/// a worker blocked there takes no part in other threads' rayon work.
+/// a worker blocked there takes no part in other threads' rayon work (with a pool of one this
+/// runs `f` where it is).
 ///
 /// The pool's threads get the main thread's usual 8 MiB stack when this is the first use of
 /// rayon in the process (its default is 2 MiB), so moving deep work here does not shrink it.
@@ -100,6 +101,11 @@ pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 .stack_size(8 << 20)
                 .build_global();
         });
+        // With one worker nothing is gained, and that worker blocked in `f` (a data-parallel
+        // step joining its device threads) would leave their rayon work nobody to run.
+        if rayon::current_num_threads() < 2 {
+            return f();
+        }
         rayon::scope(|_| f())
     }
     #[cfg(not(feature = "flex"))]
