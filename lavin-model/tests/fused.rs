@@ -192,6 +192,36 @@ fn lean_ops_match_composed_on_wgpu() {
     assert!(fused::has_lean_ops::<W>());
     all_ops::<W>();
     all_ops::<Autodiff<Wgpu, BalancedCheckpointing>>();
+
+    // The FFN gate on half inputs (fp16 base): widened inside, f32 out, half gradients that
+    // agree with the widen-then-compose path to an f16 rounding.
+    use burn::tensor::DType;
+    let inputs = [30, 31].map(|seed| random::<W, 2>([6, 40], seed).cast(DType::F16));
+    let run = |widening: bool| {
+        let [a, b] = inputs.clone().map(|x| x.detach().require_grad());
+        let y = if widening {
+            fused::silu_gate_widening(a.clone(), b.clone(), DType::F32)
+        } else {
+            reference::silu_gate(a.clone().cast(DType::F32), b.clone().cast(DType::F32))
+        };
+        let grads = (y.clone() * random::<W, 2>([6, 40], 32)).sum().backward();
+        let g = [a, b].map(|x| x.grad(&grads).expect("gradient"));
+        (y.inner(), g)
+    };
+    let ((y1, g1), (y2, g2)) = (run(true), run(false));
+    assert_eq!(y1.dtype(), DType::F32);
+    close("silu_gate_widening output", y1, y2);
+    for (i, (a, b)) in g1.into_iter().zip(g2).enumerate() {
+        assert_eq!(a.dtype(), DType::F16, "silu_gate_widening grad {i} dtype");
+        let a = a.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        let b = b.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                "grad {i} element {j}: {x} vs {y}"
+            );
+        }
+    }
 }
 
 #[cfg(feature = "flex")]

@@ -29,7 +29,7 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 use super::ops::{RmsNorm, Rope, SiluGate, Softmax, Swish};
 use super::reference;
@@ -74,6 +74,64 @@ pub(crate) fn registered<B: Backend>() -> bool {
     table().keys().any(|(b, _, _)| *b == TypeId::of::<B>())
 }
 
+/// `op` on inputs of one half dtype (f16 or bf16): widened to f32 inside the op, kept narrow
+/// in the graph, their gradients narrowed back; the output is f32. Ops registered through
+/// [`Widening`] only (the SiLU gate).
+pub(crate) fn run_widening<B: Backend, O: Clone + Debug + Send + Sync + 'static, const N: usize>(
+    op: &O,
+    inputs: [FloatTensor<B>; N],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    let narrow = inputs[0].dtype();
+    if !matches!(narrow, DType::F16 | DType::BF16) || inputs.iter().any(|t| t.dtype() != narrow) {
+        return Err(inputs);
+    }
+    let key = (TypeId::of::<B>(), TypeId::of::<Widening<O>>(), N);
+    match table()
+        .get(&key)
+        .and_then(|f| f.downcast_ref::<Entry<Widening<O>, B, N>>())
+    {
+        Some(f) => Ok(f(
+            &Widening {
+                op: op.clone(),
+                narrow,
+            },
+            inputs,
+        )),
+        None => Err(inputs),
+    }
+}
+
+/// See [`run_widening`].
+#[derive(Clone, Debug)]
+pub(crate) struct Widening<O> {
+    op: O,
+    narrow: DType,
+}
+
+impl<O: LeanOp<N>, const N: usize> LeanOp<N> for Widening<O> {
+    const SAVES: ([bool; N], bool) = O::SAVES;
+
+    fn forward<I: Backend>(&self, inputs: [FloatTensor<I>; N]) -> FloatTensor<I> {
+        self.op.forward::<I>(inputs.map(widen::<I>))
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        inputs: [Option<FloatTensor<I>>; N],
+        output: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        need: [bool; N],
+    ) -> [Option<FloatTensor<I>>; N] {
+        let wide = inputs.map(|t| t.map(widen::<I>));
+        let grads = self.op.backward::<I>(wide, output, grad, need);
+        grads.map(|g| g.map(|g| I::float_cast(g, self.narrow.into())))
+    }
+}
+
+fn widen<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
+    I::float_cast(t, FloatDType::F32)
+}
+
 type Entry<O, B, const N: usize> = fn(&O, [FloatTensor<B>; N]) -> FloatTensor<B>;
 type Table = HashMap<(TypeId, TypeId, usize), Box<dyn Any + Send + Sync>>;
 
@@ -112,6 +170,7 @@ fn add<I: Backend, C: CheckpointStrategy>(table: &mut Table) {
     entry::<I, C, Softmax, 2>(table);
     entry::<I, C, RmsNorm, 2>(table);
     entry::<I, C, SiluGate, 2>(table);
+    entry::<I, C, Widening<SiluGate>, 2>(table);
     entry::<I, C, Swish, 1>(table);
 }
 

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -208,6 +208,24 @@ pub fn silu_gate<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -
         Ok(y) => wrap(y),
         Err([a, b]) => reference::silu_gate(wrap(a), wrap(b)),
     }
+}
+
+/// `silu(a) * b` in `dtype` for `a`, `b` of one shape in a dtype that may be narrower (half
+/// products of the frozen weights). The lean autodiff op keeps the narrow inputs for its
+/// backward; everywhere else they are widened first, which is the same arithmetic.
+pub fn silu_gate_widening<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    dtype: DType,
+) -> Tensor<B, D> {
+    let narrow = a.dtype() != dtype && a.dtype() == b.dtype() && a.dims() == b.dims();
+    if narrow && dtype == DType::F32 && enabled() {
+        match lean::run_widening::<B, _, 2>(&ops::SiluGate, [prim(a), prim(b)]) {
+            Ok(y) => return wrap(y),
+            Err([a, b]) => return silu_gate(wrap::<B, D>(a).cast(dtype), wrap(b).cast(dtype)),
+        }
+    }
+    silu_gate(a.cast(dtype), b.cast(dtype))
 }
 
 /// CLIP's QuickGELU, `u * sigmoid(1.702 u)`.

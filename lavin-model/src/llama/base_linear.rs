@@ -58,6 +58,15 @@ impl<B: Backend> BaseLinear<B> {
         }
     }
 
+    /// `[..., in] -> [..., out]` left in the weight's dtype (a half-precision product is not
+    /// widened), for a consumer that widens it itself; quantized layers give f32.
+    pub fn forward_in_weight_dtype<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            BaseLinear::Dense(l) => weight_dtype_linear(l, x),
+            BaseLinear::Quant(q) => q.forward(x),
+        }
+    }
+
     /// Stores the layer as `format` says: quantized to `format.bits`, else dense in
     /// `format.precision`.
     pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
@@ -131,8 +140,14 @@ pub fn compute_dtype<B: Backend>() -> DType {
 /// transposed weight, which the CPU backends answer with a full copy of `W` on every backward.
 pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     // Casts to the dtype a tensor already has are no-ops (Burn returns it unchanged).
+    let dtype = x.dtype();
+    weight_dtype_linear(l, x).cast(dtype)
+}
+
+/// [`mixed_linear`] without the final cast: the product in the weight's dtype.
+fn weight_dtype_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let weight = l.weight.val();
-    let (wt, xt) = (weight.dtype(), x.dtype());
+    let wt = weight.dtype();
     let [d_in, d_out] = weight.dims();
     let mut dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
@@ -142,7 +157,7 @@ pub fn mixed_linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) 
         None => y,
     };
     dims[D - 1] = d_out;
-    y.cast(xt).reshape(dims)
+    y.reshape(dims)
 }
 
 /// The frozen linear with its weights (and bias) stored in `precision`; untracked.

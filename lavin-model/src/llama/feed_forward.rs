@@ -36,9 +36,14 @@ impl<B: Backend> FeedForward<B> {
 
     /// `[B, L, C] -> [B, L, C]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.w2.forward(fused::silu_gate(
-            self.w1.forward(x.clone()),
-            self.w3.forward(x),
+        // w1 x and w3 x stay in the weights' dtype up to the gate, which widens them: with a
+        // half base, training keeps them half (the gate's backward reads both), losing nothing
+        // (they are half products).
+        let dtype = x.dtype();
+        self.w2.forward(fused::silu_gate_widening(
+            self.w1.forward_in_weight_dtype(x.clone()),
+            self.w3.forward_in_weight_dtype(x),
+            dtype,
         ))
     }
 }
