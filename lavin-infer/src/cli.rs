@@ -325,7 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // The server's model thread moves each job onto a worker itself (`serve::worker`);
         // its main thread blocks in the HTTP runtime for good.
         command @ Command::Serve(_) => run_command(command),
-        command => lavin_model::fused::on_worker_thread(|| run_command(command)),
+        command => lavin_model::backends::on_worker_thread(|| run_command(command)),
     }
 }
 

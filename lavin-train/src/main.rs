@@ -5,8 +5,8 @@ use lavin_train::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    // On a CPU worker thread: see `lavin_model::fused::on_worker_thread`.
-    let result = lavin_model::fused::on_worker_thread(|| match &cli.command {
+    // On a CPU worker thread: see `lavin_model::backends::on_worker_thread`.
+    let result = lavin_model::backends::on_worker_thread(|| match &cli.command {
         None => lavin_train::run::run(&cli.train, &Default::default()).map(|_| ()),
         Some(Command::Bench(b)) => lavin_train::bench::run(b).map(|_| ()),
         Some(Command::PretrainBase(p)) => pretrain(p),

@@ -77,41 +77,6 @@ fn wrap<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// Runs `f` on one of the CPU backends' worker threads and returns its result.
-///
-/// flex and the fused ops split their work with rayon. Called from a thread outside the pool
-/// (`main`), each split wakes the workers and puts the caller to sleep until they finish: two
-/// context switches per op, while the calling thread's core does no work. Called from a worker,
-/// the caller runs one part itself and wakes one other worker. A decode step at batch 1 makes
-/// about sixty such splits in 8-9 ms; run on a worker, `small` decodes 117 -> 124 tok/s (median
-/// of six runs each on the 2-core VM). Wrap long CPU work in this: a command, a training
-/// run, a server's job. Not the thread that serves connections or blocks on I/O for its life:
-/// a worker blocked there takes no part in other threads' rayon work (with a pool of one this
-/// runs `f` where it is).
-///
-/// The pool's threads get the main thread's usual 8 MiB stack when this is the first use of
-/// rayon in the process (its default is 2 MiB), so moving deep work here does not shrink it.
-pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(feature = "flex")]
-    {
-        static POOL: std::sync::Once = std::sync::Once::new();
-        // Fails, harmlessly, when something used rayon before: the pool then keeps its stacks.
-        POOL.call_once(|| {
-            let _ = rayon::ThreadPoolBuilder::new()
-                .stack_size(8 << 20)
-                .build_global();
-        });
-        // With one worker nothing is gained, and that worker blocked in `f` (a data-parallel
-        // step joining its device threads) would leave their rayon work nobody to run.
-        if rayon::current_num_threads() < 2 {
-            return f();
-        }
-        rayon::scope(|_| f())
-    }
-    #[cfg(not(feature = "flex"))]
-    f()
-}
-
 /// Interleaved rotary embedding of `x [B, L, C]` (heads side by side in `C`) with tables
 /// `cos`, `sin [L, head_dim]` holding `(c, c)` and `(-s, s)` per pair of channels.
 pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
@@ -214,15 +179,15 @@ pub fn silu_gate<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -
 /// products of the frozen weights). The lean autodiff op keeps the narrow inputs for its
 /// backward; everywhere else they are widened first, which is the same arithmetic.
 pub fn silu_gate_widening<B: Backend, const D: usize>(
-    a: Tensor<B, D>,
-    b: Tensor<B, D>,
+    mut a: Tensor<B, D>,
+    mut b: Tensor<B, D>,
     dtype: DType,
 ) -> Tensor<B, D> {
     let narrow = a.dtype() != dtype && a.dtype() == b.dtype() && a.dims() == b.dims();
     if narrow && dtype == DType::F32 && enabled() {
         match lean::run_widening::<B, _, 2>(&ops::SiluGate, [prim(a), prim(b)]) {
             Ok(y) => return wrap(y),
-            Err([a, b]) => return silu_gate(wrap::<B, D>(a).cast(dtype), wrap(b).cast(dtype)),
+            Err([a0, b0]) => (a, b) = (wrap(a0), wrap(b0)),
         }
     }
     silu_gate(a.cast(dtype), b.cast(dtype))
