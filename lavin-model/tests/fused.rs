@@ -45,6 +45,20 @@ fn close<B: Backend, const D: usize>(what: &str, got: Tensor<B, D>, want: Tensor
     }
 }
 
+/// `f` on tracked copies of `inputs`: its output, and the gradients of every input for the
+/// output weighted by a fixed random tensor.
+fn output_and_grads<B: AutodiffBackend, const N: usize, const D: usize>(
+    inputs: &[Tensor<B, D>; N],
+    f: &dyn Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
+) -> (Tensor<B::InnerBackend, D>, [Tensor<B::InnerBackend, D>; N]) {
+    let xs = inputs.clone().map(|x| x.detach().require_grad());
+    let y = f(xs.clone());
+    let w = random::<B, D>(y.dims(), 99).cast(y.dtype());
+    let grads = (y.clone() * w).sum().backward();
+    let gs = xs.map(|x| x.grad(&grads).expect("every input has a gradient"));
+    (y.inner(), gs)
+}
+
 /// Runs `fused` and `composed` on the same tracked inputs, weights the output by a fixed random
 /// tensor, and compares outputs and the gradients of every input.
 fn check<B: AutodiffBackend, const N: usize, const D: usize>(
@@ -53,19 +67,103 @@ fn check<B: AutodiffBackend, const N: usize, const D: usize>(
     fused_op: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
     composed: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
 ) {
-    let run = |f: &dyn Fn([Tensor<B, D>; N]) -> Tensor<B, D>| {
-        let xs = inputs.clone().map(|x| x.detach().require_grad());
-        let y = f(xs.clone());
-        let w = random::<B, D>(y.dims(), 99);
-        let grads = (y.clone() * w).sum().backward();
-        let gs = xs.map(|x| x.grad(&grads).expect("every input has a gradient"));
-        (y.inner(), gs)
-    };
-    let (y1, g1) = run(&fused_op);
-    let (y2, g2) = run(&composed);
+    let (y1, g1) = output_and_grads(&inputs, &fused_op);
+    let (y2, g2) = output_and_grads(&inputs, &composed);
     close(&format!("{name} output"), y1, y2);
     for (i, (a, b)) in g1.into_iter().zip(g2).enumerate() {
         close(&format!("{name} grad {i}"), a, b);
+    }
+}
+
+/// A widening op (half inputs or a half output, f32 inside) against the composed op between
+/// the same casts: output dtype `out`, gradients in their inputs' dtypes, values equal to a
+/// half rounding.
+fn check_widening<B: AutodiffBackend, const N: usize, const D: usize>(
+    name: &str,
+    inputs: [Tensor<B, D>; N],
+    out: burn::tensor::DType,
+    widening: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
+    composed: impl Fn([Tensor<B, D>; N]) -> Tensor<B, D>,
+) {
+    use burn::tensor::DType;
+    let (y1, g1) = output_and_grads(&inputs, &widening);
+    let (y2, g2) = output_and_grads(&inputs, &composed);
+    assert_eq!(y1.dtype(), out, "{name} output dtype");
+    let close_half =
+        |what: String, a: Tensor<B::InnerBackend, D>, b: Tensor<B::InnerBackend, D>| {
+            let a = a.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+            let b = b.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+            for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 2e-3 * (1.0 + y.abs()),
+                    "{what} element {j}: {x} vs {y}"
+                );
+            }
+        };
+    close_half(format!("{name} output"), y1, y2);
+    for (i, ((a, b), x)) in g1.into_iter().zip(g2).zip(&inputs).enumerate() {
+        assert_eq!(a.dtype(), x.dtype(), "{name} grad {i} dtype");
+        close_half(format!("{name} grad {i}"), a, b);
+    }
+}
+
+/// The widening ops of a half base on `B` (a lean backend with f16): the FFN gate, rotary,
+/// the attention scores and probabilities.
+fn widening_ops<B: AutodiffBackend>() {
+    use burn::tensor::{Bool, DType};
+    let f16 = |t: Tensor<B, 2>| t.cast(DType::F16);
+    let wide = |t: Tensor<B, 2>| t.cast(DType::F32);
+
+    let gate = [30, 31].map(|seed| f16(random::<B, 2>([6, 40], seed)));
+    check_widening(
+        "silu_gate_widening",
+        gate,
+        DType::F32,
+        |[a, b]| fused::silu_gate_widening(a, b, DType::F32),
+        |[a, b]| reference::silu_gate(wide(a), wide(b)),
+    );
+
+    let (cos, sin) = (random::<B, 2>([5, 8], 33), random::<B, 2>([5, 8], 34));
+    let x = random::<B, 3>([2, 5, 16], 35).cast(DType::F16);
+    check_widening(
+        "rope (half)",
+        [x],
+        DType::F16,
+        |[x]| fused::rope(x, cos.clone(), sin.clone()),
+        |[x]| reference::rope(x.cast(DType::F32), cos.clone(), sin.clone()).cast(DType::F16),
+    );
+
+    let (q, k) = (
+        random::<B, 4>([2, 3, 5, 8], 36).cast(DType::F16),
+        random::<B, 4>([2, 3, 8, 7], 37).cast(DType::F16),
+    );
+    // Same rank for both inputs: k is passed transposed already.
+    check_widening(
+        "matmul_wide",
+        [q, k],
+        DType::F32,
+        |[q, k]| fused::matmul_wide(q, k),
+        |[q, k]| q.cast(DType::F32).matmul(k.cast(DType::F32)),
+    );
+
+    let scores = random::<B, 4>([2, 3, 5, 7], 38);
+    let mask = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(
+            (0..35).map(|i| i % 7 > i / 7 + 2).collect::<Vec<_>>(),
+            [5, 7],
+        ),
+        &Default::default(),
+    );
+    let bias =
+        Tensor::<B, 2>::zeros([5, 7], &Default::default()).mask_fill(mask, f32::NEG_INFINITY);
+    for bias in [None, Some(bias)] {
+        check_widening(
+            "softmax_scaled_as",
+            [scores.clone()],
+            DType::F16,
+            |[x]| fused::softmax_scaled_as(x, 0.3, bias.clone(), DType::F16),
+            |[x]| reference::softmax_scaled(x, 0.3, bias.clone()).cast(DType::F16),
+        );
     }
 }
 
@@ -193,35 +291,9 @@ fn lean_ops_match_composed_on_wgpu() {
     all_ops::<W>();
     all_ops::<Autodiff<Wgpu, BalancedCheckpointing>>();
 
-    // The FFN gate on half inputs (fp16 base): widened inside, f32 out, half gradients that
-    // agree with the widen-then-compose path to an f16 rounding.
-    use burn::tensor::DType;
-    let inputs = [30, 31].map(|seed| random::<W, 2>([6, 40], seed).cast(DType::F16));
-    let run = |widening: bool| {
-        let [a, b] = inputs.clone().map(|x| x.detach().require_grad());
-        let y = if widening {
-            fused::silu_gate_widening(a.clone(), b.clone(), DType::F32)
-        } else {
-            reference::silu_gate(a.clone().cast(DType::F32), b.clone().cast(DType::F32))
-        };
-        let grads = (y.clone() * random::<W, 2>([6, 40], 32)).sum().backward();
-        let g = [a, b].map(|x| x.grad(&grads).expect("gradient"));
-        (y.inner(), g)
-    };
-    let ((y1, g1), (y2, g2)) = (run(true), run(false));
-    assert_eq!(y1.dtype(), DType::F32);
-    close("silu_gate_widening output", y1, y2);
-    for (i, (a, b)) in g1.into_iter().zip(g2).enumerate() {
-        assert_eq!(a.dtype(), DType::F16, "silu_gate_widening grad {i} dtype");
-        let a = a.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
-        let b = b.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
-        for (j, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
-                "grad {i} element {j}: {x} vs {y}"
-            );
-        }
-    }
+    // A half base: widened inside the op, kept half in the graph.
+    widening_ops::<W>();
+    widening_ops::<Autodiff<Wgpu, BalancedCheckpointing>>();
 }
 
 #[cfg(feature = "flex")]

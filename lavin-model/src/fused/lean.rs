@@ -9,7 +9,13 @@
 //! tensors, 180 MB); rotary, for q and k, the input and its pair-swapped copy where the
 //! constant tables suffice (134 MB); RMSNorm the normalised input besides the input. Over 32
 //! blocks that is about 15 GB of a 7B training step's activations, and fewer kernels in the
-//! backward pass.
+//! backward pass. Cross-entropy keeps the logits only, not its vocabulary-wide intermediates.
+//!
+//! With a half-precision base, [`run_widening`] computes an op in f32 on half inputs and keeps
+//! them half: the FFN gate's `w1 x` and `w3 x`, rotary on half q and k, the attention scores
+//! from half q and k (never rounded to half themselves) and probabilities rounded to half.
+//! That halves what attention keeps per block (q, k, v and the probabilities: 234 -> 117 MB at
+//! 7B), as the original's fp16 activations do.
 //!
 //! Like `quant.rs`, the ops are found by `TypeId` in a table filled for the autodiff backends
 //! compiled into this crate, so the model keeps its plain `B: Backend` bound.
@@ -26,12 +32,13 @@ use burn::backend::autodiff::checkpoint::strategy::{
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::tensor::activation::sigmoid;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::IndexingUpdateOp;
 use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
-use super::ops::{RmsNorm, Rope, SiluGate, Softmax, Swish};
+use super::ops::{CrossEntropy, Matmul, RmsNorm, Rope, SiluGate, Softmax, Swish};
 use super::reference;
 
 /// One op on `N` f32 inputs, generic over the inner backend.
@@ -74,15 +81,20 @@ pub(crate) fn registered<B: Backend>() -> bool {
     table().keys().any(|(b, _, _)| *b == TypeId::of::<B>())
 }
 
-/// `op` on inputs of one half dtype (f16 or bf16): widened to f32 inside the op, kept narrow
-/// in the graph, their gradients narrowed back; the output is f32. Ops registered through
-/// [`Widening`] only (the SiLU gate).
+/// `op` computed in f32 on inputs of which some are half (f16 or bf16), with its output in
+/// `out`: the inputs are widened inside the op and kept as they came in the graph, their
+/// gradients come back in their own dtypes, and a half output is what the backward keeps. Ops
+/// registered through [`Widening`] only; `Err` also when nothing is half.
 pub(crate) fn run_widening<B: Backend, O: Clone + Debug + Send + Sync + 'static, const N: usize>(
     op: &O,
     inputs: [FloatTensor<B>; N],
+    out: DType,
 ) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
-    let narrow = inputs[0].dtype();
-    if !matches!(narrow, DType::F16 | DType::BF16) || inputs.iter().any(|t| t.dtype() != narrow) {
+    let dtypes: Vec<DType> = inputs.iter().map(|t| t.dtype()).collect();
+    let float = |d: &DType| matches!(d, DType::F32 | DType::F16 | DType::BF16);
+    if !dtypes.iter().chain([&out]).all(float)
+        || dtypes.iter().chain([&out]).all(|d| *d == DType::F32)
+    {
         return Err(inputs);
     }
     let key = (TypeId::of::<B>(), TypeId::of::<Widening<O>>(), N);
@@ -93,7 +105,8 @@ pub(crate) fn run_widening<B: Backend, O: Clone + Debug + Send + Sync + 'static,
         Some(f) => Ok(f(
             &Widening {
                 op: op.clone(),
-                narrow,
+                inputs: dtypes,
+                out,
             },
             inputs,
         )),
@@ -105,14 +118,16 @@ pub(crate) fn run_widening<B: Backend, O: Clone + Debug + Send + Sync + 'static,
 #[derive(Clone, Debug)]
 pub(crate) struct Widening<O> {
     op: O,
-    narrow: DType,
+    /// The inputs' dtypes, which their gradients take.
+    inputs: Vec<DType>,
+    out: DType,
 }
 
 impl<O: LeanOp<N>, const N: usize> LeanOp<N> for Widening<O> {
     const SAVES: ([bool; N], bool) = O::SAVES;
 
     fn forward<I: Backend>(&self, inputs: [FloatTensor<I>; N]) -> FloatTensor<I> {
-        self.op.forward::<I>(inputs.map(widen::<I>))
+        cast::<I>(self.op.forward::<I>(inputs.map(widen::<I>)), self.out)
     }
 
     fn backward<I: Backend>(
@@ -123,13 +138,32 @@ impl<O: LeanOp<N>, const N: usize> LeanOp<N> for Widening<O> {
         need: [bool; N],
     ) -> [Option<FloatTensor<I>>; N] {
         let wide = inputs.map(|t| t.map(widen::<I>));
-        let grads = self.op.backward::<I>(wide, output, grad, need);
-        grads.map(|g| g.map(|g| I::float_cast(g, self.narrow.into())))
+        let grads = self
+            .op
+            .backward::<I>(wide, output.map(widen::<I>), widen::<I>(grad), need);
+        let mut dtypes = self.inputs.iter();
+        grads.map(|g| {
+            let dtype = *dtypes.next().expect("one dtype per input");
+            g.map(|g| cast::<I>(g, dtype))
+        })
     }
 }
 
 fn widen<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
-    I::float_cast(t, FloatDType::F32)
+    cast::<I>(t, DType::F32)
+}
+
+/// `t` in `dtype` (a float dtype); no op when it already is.
+fn cast<I: Backend>(t: FloatTensor<I>, dtype: DType) -> FloatTensor<I> {
+    if t.dtype() == dtype {
+        return t;
+    }
+    let to = match dtype {
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => FloatDType::F32,
+    };
+    I::float_cast(t, to)
 }
 
 type Entry<O, B, const N: usize> = fn(&O, [FloatTensor<B>; N]) -> FloatTensor<B>;
@@ -171,7 +205,12 @@ fn add<I: Backend, C: CheckpointStrategy>(table: &mut Table) {
     entry::<I, C, RmsNorm, 2>(table);
     entry::<I, C, SiluGate, 2>(table);
     entry::<I, C, Widening<SiluGate>, 2>(table);
+    entry::<I, C, Widening<Rope>, 3>(table);
+    entry::<I, C, Widening<Softmax>, 1>(table);
+    entry::<I, C, Widening<Softmax>, 2>(table);
+    entry::<I, C, Widening<Matmul>, 2>(table);
     entry::<I, C, Swish, 1>(table);
+    entry::<I, C, CrossEntropy, 2>(table);
 }
 
 #[derive(Debug)]
@@ -447,5 +486,58 @@ impl LeanOp<1> for Swish {
             let du = s.clone() + u * (s.clone().neg() + 1.0) * s * self.alpha as f64;
             back(g * du, shape)
         })]
+    }
+}
+
+/// `y = a b` (batched over the leading dimensions): `da = g bᵀ`, `db = aᵀ g`.
+impl LeanOp<2> for Matmul {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward<I: Backend>(&self, [a, b]: [FloatTensor<I>; 2]) -> FloatTensor<I> {
+        I::float_matmul(a, b)
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        [a, b]: [Option<FloatTensor<I>>; 2],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need_a, need_b]: [bool; 2],
+    ) -> [Option<FloatTensor<I>>; 2] {
+        let t = |x: FloatTensor<I>| {
+            let d = x.shape().num_dims();
+            I::float_swap_dims(x, d - 2, d - 1)
+        };
+        let da = need_a.then(|| I::float_matmul(grad.clone(), t(saved::<I>(b))));
+        let db = need_b.then(|| I::float_matmul(t(saved::<I>(a)), grad));
+        [da, db]
+    }
+}
+
+/// Inputs `[logits [N, V], ids [N]]` (ids as f32, no gradient): `nll = logsumexp(x) - x[id]`,
+/// `dx = g (softmax(x) - onehot(id))`. Keeps the logits, where the composed version keeps
+/// vocabulary-wide intermediates of its log-softmax besides.
+impl LeanOp<2> for CrossEntropy {
+    const SAVES: ([bool; 2], bool) = ([true, true], false);
+
+    fn forward<I: Backend>(&self, [logits, ids]: [FloatTensor<I>; 2]) -> FloatTensor<I> {
+        let ids = wrap::<I, 1>(ids).int();
+        prim(reference::cross_entropy::<I>(wrap(logits), ids))
+    }
+
+    fn backward<I: Backend>(
+        &self,
+        [logits, ids]: [Option<FloatTensor<I>>; 2],
+        _: Option<FloatTensor<I>>,
+        grad: FloatTensor<I>,
+        [need, _]: [bool; 2],
+    ) -> [Option<FloatTensor<I>>; 2] {
+        let dx = need.then(|| {
+            let ids = wrap::<I, 1>(saved::<I>(ids)).int().unsqueeze_dim::<2>(1);
+            let g = wrap::<I, 1>(grad).unsqueeze_dim::<2>(1);
+            let p = softmax(wrap::<I, 2>(saved::<I>(logits)), 1);
+            prim((p * g.clone()).scatter(1, ids, g.neg(), IndexingUpdateOp::Add))
+        });
+        [dx, None]
     }
 }

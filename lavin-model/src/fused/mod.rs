@@ -79,10 +79,54 @@ fn wrap<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
 
 /// Interleaved rotary embedding of `x [B, L, C]` (heads side by side in `C`) with tables
 /// `cos`, `sin [L, head_dim]` holding `(c, c)` and `(-s, s)` per pair of channels.
+///
+/// A half `x` is rotated in f32 and rounded back to its dtype (the original's `.float()` then
+/// `type_as`).
 pub fn rope<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
+    let dtype = x.dtype();
+    if dtype != DType::F32 {
+        return match widening::<B, _, 3>(&ops::Rope, [prim(x), prim(cos), prim(sin)], dtype) {
+            Ok(y) => wrap(y),
+            Err([x, cos, sin]) => {
+                rope(wrap::<B, 3>(x).cast(DType::F32), wrap(cos), wrap(sin)).cast(dtype)
+            }
+        };
+    }
     match dispatch::<B, _, _>(&ops::Rope, [prim(x), prim(cos), prim(sin)]) {
         Ok(y) => wrap(y),
         Err([x, cos, sin]) => reference::rope(wrap(x), wrap(cos), wrap(sin)),
+    }
+}
+
+/// The lean autodiff op computing `op` in f32 on (partly) half inputs with its output in `out`
+/// ([`lean::run_widening`]); `Err` where there is none.
+fn widening<B: Backend, O: Clone + core::fmt::Debug + Send + Sync + 'static, const N: usize>(
+    op: &O,
+    inputs: [FloatTensor<B>; N],
+    out: DType,
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    if !enabled() {
+        return Err(inputs);
+    }
+    lean::run_widening::<B, O, N>(op, inputs, out)
+}
+
+/// Whether a half-precision frozen base keeps its attention activations (q, k, v and the
+/// attention probabilities) in half: on the lean autodiff backends, where that halves what
+/// training keeps for the backward. Elsewhere they are widened to f32 as they come out of the
+/// frozen matmuls.
+pub fn half_attention<B: Backend>() -> bool {
+    enabled() && lean::registered::<B>()
+}
+
+/// `a [.., m, k] · b [.., k, n]` in f32 for half `a`, `b` (no broadcasting): attention scores
+/// that never exist in half. The lean op keeps the half inputs for its backward.
+pub fn matmul_wide<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    match widening::<B, _, 2>(&ops::Matmul, [prim(a), prim(b)], DType::F32) {
+        Ok(y) => wrap(y),
+        Err([a, b]) => wrap::<B, D>(a)
+            .cast(DType::F32)
+            .matmul(wrap::<B, D>(b).cast(DType::F32)),
     }
 }
 
@@ -142,6 +186,29 @@ pub fn softmax_scaled<B: Backend, const D: usize>(
     }
 }
 
+/// [`softmax_scaled`] of `x` (any float dtype) computed in f32, with the probabilities in
+/// `dtype`: half attention probabilities, as the original's `softmax(scores.float()).type_as(q)`.
+/// The lean op keeps only those half probabilities for its backward.
+pub fn softmax_scaled_as<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: f64,
+    bias: Option<Tensor<B, 2>>,
+    dtype: DType,
+) -> Tensor<B, D> {
+    let op = ops::Softmax {
+        scale: scale as f32,
+    };
+    let widened = match bias {
+        None => widening::<B, _, 1>(&op, [prim(x)], dtype).map_err(|[x]| (x, None)),
+        Some(bias) => widening::<B, _, 2>(&op, [prim(x), prim(bias)], dtype)
+            .map_err(|[x, bias]| (x, Some(wrap(bias)))),
+    };
+    match widened {
+        Ok(y) => wrap(y),
+        Err((x, bias)) => softmax_scaled(wrap::<B, D>(x).cast(DType::F32), scale, bias).cast(dtype),
+    }
+}
+
 /// Per-row cross-entropy `logsumexp(logits[r]) - logits[r, targets[r]]` of `logits [N, V]`.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     // Token ids travel as f32 (exact below 2^24); they are a constant of the op.
@@ -184,8 +251,8 @@ pub fn silu_gate_widening<B: Backend, const D: usize>(
     dtype: DType,
 ) -> Tensor<B, D> {
     let narrow = a.dtype() != dtype && a.dtype() == b.dtype() && a.dims() == b.dims();
-    if narrow && dtype == DType::F32 && enabled() {
-        match lean::run_widening::<B, _, 2>(&ops::SiluGate, [prim(a), prim(b)]) {
+    if narrow && dtype == DType::F32 {
+        match widening::<B, _, 2>(&ops::SiluGate, [prim(a), prim(b)], dtype) {
             Ok(y) => return wrap(y),
             Err([a0, b0]) => (a, b) = (wrap(a0), wrap(b0)),
         }

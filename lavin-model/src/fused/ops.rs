@@ -293,3 +293,8 @@ impl FusedOp<2> for SiluGate {
         ]
     }
 }
+
+/// `a b` over the last two dimensions, batched over the others (no broadcasting): the
+/// attention scores of half q and k, computed in f32 (`lean` only, through its widening).
+#[derive(Clone, Debug)]
+pub(crate) struct Matmul;

@@ -61,11 +61,20 @@ impl<B: Backend> Attention<B> {
         cache: Option<(&mut LayerCache<B>, CacheUse)>,
     ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
+        let dtype = x.dtype();
+        // q, k, v (and so the KV cache and the probabilities) in the frozen weights' dtype
+        // where that is half and training keeps it half ([`fused::half_attention`]), else in
+        // the activations' dtype.
+        let act = match self.wq.weight_dtype() {
+            Some(w) if w != dtype && fused::half_attention::<B>() => w,
+            _ => dtype,
+        };
+        let project = |w: &BaseLinear<B>| w.forward_in_weight_dtype(x.clone()).cast(act);
         let heads =
             |t: Tensor<B, 3>, h: usize| fused::swap_middle(t.reshape([b, l, h, self.head_dim]));
-        let q = heads(rope.apply(self.wq.forward(x.clone()), pos), self.n_heads); // [B, H, L, hd]
-        let k = heads(rope.apply(self.wk.forward(x.clone()), pos), self.n_kv_heads);
-        let v = heads(self.wv.forward(x), self.n_kv_heads);
+        let q = heads(rope.apply(project(&self.wq), pos), self.n_heads); // [B, H, L, hd]
+        let k = heads(rope.apply(project(&self.wk), pos), self.n_kv_heads);
+        let v = heads(project(&self.wv), self.n_kv_heads);
 
         let (k, v) = match cache {
             Some((cache, CacheUse::Prefill { skip })) => {
@@ -83,8 +92,8 @@ impl<B: Backend> Attention<B> {
         };
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let out = sdpa(q, k, v, mask); // [B, H, L, hd]
-        self.wo
-            .forward(fused::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]))
+        let merged = fused::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]);
+        self.wo.forward_in_weight_dtype(merged).cast(dtype)
     }
 
     /// Grouped-query attention: each kv head serves `n_heads / n_kv_heads` query heads.
