@@ -11,11 +11,17 @@
 #
 # Each step has its own time limit, so one hang does not take the rest; every log, the GPU
 # memory samples and a summary table land in $OUT.
+#
+# STEPS picks the steps (names below). The default set fits one 600 s device call with room
+# for the start; the A/B steps go in a second call:
+#   STEPS="train-7b-composed train-7b-ckpt" bash scripts/gpu-check.sh
+# STEPS=all runs every step (about 710 s of limits).
 set -u
 OUT=${OUT:-/tmp/lavin-gpu-check}
 BACKEND=${BACKEND:-cuda}
 PRESET=${PRESET:-7b-shape}
 BIN=${BIN:-.gpu/bin}
+STEPS=${STEPS:-parity train-7b infer-7b train-7b-lite}
 mkdir -p "$OUT" "$BIN"
 
 # Unpack the carried binaries (xz keeps them under the device tool's 64 MiB travel limit).
@@ -44,6 +50,7 @@ printf '%-28s %5s %7s %10s\n' step rc seconds peak_MiB >"$OUT/summary.txt"
 step() {
     local name=$1 limit=$2
     shift 2
+    [ "$STEPS" = all ] || [[ " $STEPS " == *" $name "* ]] || return 0
     echo "=== $name: $*"
     local sampler=
     if [ "$BACKEND" = cuda ]; then
