@@ -313,17 +313,9 @@ impl LeanOp<3> for Rope {
         let dx = need_x.then(|| {
             let sin = wrap::<I, 2>(saved::<I>(sin));
             let [l, hd] = sin.dims();
-            let pairs = sin.reshape([l, hd / 2, 2]);
-            let swapped = Tensor::cat(
-                vec![pairs.clone().narrow(2, 1, 1), pairs.narrow(2, 0, 1)],
-                2,
-            );
+            let swapped = sin.reshape([l, hd / 2, 2]).flip([2]).reshape([l, hd]);
             let cos = wrap::<I, 2>(saved::<I>(cos));
-            prim(reference::rope::<I>(
-                wrap(grad),
-                cos,
-                swapped.reshape([l, hd]),
-            ))
+            prim(reference::rope::<I>(wrap(grad), cos, swapped))
         });
         [dx, None, None]
     }

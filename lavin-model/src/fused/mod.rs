@@ -291,12 +291,12 @@ pub mod reference {
         let [b, l, c] = x.dims();
         let heads = c / cos.dims()[1];
         let table = |t: Tensor<B, 2>| t.repeat_dim(1, heads).unsqueeze_dim::<3>(0);
-        let pairs = x.clone().reshape([b, l, c / 2, 2]);
-        let swapped = Tensor::cat(
-            vec![pairs.clone().narrow(3, 1, 1), pairs.narrow(3, 0, 1)],
-            3,
-        )
-        .reshape([b, l, c]);
+        // One flip rather than a cat of the two halves: one kernel instead of three on the GPU.
+        let swapped = x
+            .clone()
+            .reshape([b, l, c / 2, 2])
+            .flip([3])
+            .reshape([b, l, c]);
         x * table(cos) + swapped * table(sin)
     }
 
