@@ -74,7 +74,7 @@ step train-7b 150 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEN
     --batch-size 4 --warmup 2 --steps 4
 step infer-7b 120 "$BIN/lavin-infer" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 1,8
-# LaVIN-lite: 4-bit block linears, gradient checkpointing, batch 1 (target <= 9 GB).
+# LaVIN-lite: 4-bit block linears, blocks recomputed in backward, batch 1 (target <= 9 GB).
 step train-7b-lite 90 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 1 --warmup 1 --steps 2 --bits 4bit --gradient-checkpointing
 # The same step with Burn's composed ops instead of the lean autodiff ones (fused/lean.rs):

@@ -23,6 +23,19 @@ pub struct Lavin<B: Backend> {
     pub config: LavinConfig,
 }
 
+/// A training forward up to the LLaMA blocks ([`Lavin::prepare`]).
+pub(crate) struct Prepared<B: Backend> {
+    /// `[B, S, C]`: the assembled sequence, the first block's input.
+    pub h0: Tensor<B, 3>,
+    /// `[B, S-1]`: row `i` of the final hidden states predicts `targets[:, i]`.
+    pub targets: Tensor<B, 2, Int>,
+    /// `[S, S]`: [`modality_mask`].
+    pub mask: Tensor<B, 2, Bool>,
+    pub clip_feats: Tensor<B, 3>,
+    pub clip_routes: Vec<ClipRoutes<B>>,
+    pub image_embeds: Tensor<B, 3>,
+}
+
 /// A training batch, exactly as the original's dataset yields it.
 #[derive(Debug, Clone)]
 pub struct LavinBatch<B: Backend> {
@@ -101,6 +114,15 @@ impl<B: Backend> Lavin<B> {
     /// targets on the host to pick the rows (one `[B, S]` integer transfer).
     pub fn loss(&self, batch: LavinBatch<B>) -> Tensor<B, 1> {
         let (h, targets, _) = self.trunk(batch);
+        self.loss_from_hidden(h, targets)
+    }
+
+    /// [`Self::loss`] from the final hidden states `h [B, S, C]` (before the last norm).
+    pub(crate) fn loss_from_hidden(
+        &self,
+        h: Tensor<B, 3>,
+        targets: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 1> {
         let [b, l] = targets.dims();
         let c = h.dims()[2];
         let data = targets.to_data();
@@ -144,6 +166,23 @@ impl<B: Backend> Lavin<B> {
     /// Vision tower, assembly and LLaMA blocks: `(h [B, S, C], targets [B, S-1], trace)`, where
     /// row `i` of `h` predicts target `i`.
     fn trunk(&self, batch: LavinBatch<B>) -> (Tensor<B, 3>, Tensor<B, 2, Int>, LavinTrace<B>) {
+        let p = self.prepare(batch);
+        let (h, routes) = self
+            .llama
+            .blocks(p.h0.clone(), &self.block_input(p.mask), None, None);
+        let trace = LavinTrace {
+            clip_feats: p.clip_feats,
+            clip_routes: p.clip_routes,
+            image_embeds: p.image_embeds,
+            h0: p.h0,
+            routes,
+        };
+        (h, p.targets, trace)
+    }
+
+    /// Everything before the LLaMA blocks: the vision tower, the assembled sequence `h0`, the
+    /// shifted targets and the attention mask.
+    pub(crate) fn prepare(&self, batch: LavinBatch<B>) -> Prepared<B> {
         let [_, s] = batch.tokens.dims();
         let (clip_feats, image_embeds, clip_routes) = self.encode_images(batch.images);
         let h0 = self.assemble(
@@ -155,23 +194,25 @@ impl<B: Backend> Lavin<B> {
         let targets = self
             .assemble_labels(batch.labels, batch.indicators, s)
             .narrow(1, 1, s - 1);
-
-        let device = h0.device();
-        let input = BlockInput {
-            rope: &self.llama.rope,
-            pos: 0,
-            mask: Some(modality_mask(s, s, &device)),
-            mlp_router_input: MlpRouterInput::AfterAttention,
-        };
-        let (h, routes) = self.llama.blocks(h0.clone(), &input, None, None);
-        let trace = LavinTrace {
+        let mask = modality_mask(s, s, &h0.device());
+        Prepared {
+            h0,
+            targets,
+            mask,
             clip_feats,
             clip_routes,
             image_embeds,
-            h0,
-            routes,
-        };
-        (h, targets, trace)
+        }
+    }
+
+    /// What every LLaMA block of a training forward reads besides its input.
+    pub(crate) fn block_input(&self, mask: Tensor<B, 2, Bool>) -> BlockInput<'_, B> {
+        BlockInput {
+            rope: &self.llama.rope,
+            pos: 0,
+            mask: Some(mask),
+            mlp_router_input: MlpRouterInput::AfterAttention,
+        }
     }
 
     /// Embeds `tokens [B, S]` and splices in the image: `[BOS, "Image: ", feats, rest]` for image

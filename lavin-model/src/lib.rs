@@ -22,6 +22,7 @@ pub mod llama;
 pub mod loss;
 pub mod parity;
 pub mod quant;
+pub mod recompute;
 pub mod sdpa;
 pub mod weights;
 

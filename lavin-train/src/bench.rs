@@ -3,8 +3,8 @@
 //! Prints median step time, samples/s, tokens/s, peak RSS (`VmHWM`) and one JSON line.
 //!
 //! `--bits 8bit|4bit` quantizes the frozen LLaMA block linears (LaVIN-lite) after building the
-//! model; `--gradient-checkpointing` runs on `Autodiff<_, BalancedCheckpointing>`. On a GPU the
-//! peak is also reported from the backend's memory (`peak_device_mib`, where Burn exposes it).
+//! model; `--gradient-checkpointing` recomputes each LLaMA block in backward
+//! ([`lavin_model::recompute`]), `--checkpoint-ops` runs on `Autodiff<_, BalancedCheckpointing>`.
 
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::{LavinBatch, LavinConfig};
 
 use crate::cli::BenchArgs;
-use crate::optim::{step_module, AdamW, AdamWConfig};
+use crate::optim::{clip_and_step, AdamW, AdamWConfig};
 use crate::params::lavin_trainable_name;
 
 /// The measured numbers (the JSON line).
@@ -33,8 +33,9 @@ pub struct BenchReport {
     pub steps: usize,
     pub warmup: usize,
     pub median_step_seconds: f64,
-    /// Median time of the forward pass alone (loss computed, graph recorded).
-    pub median_forward_seconds: f64,
+    /// Median time of the forward pass alone (loss computed, graph recorded); not measured
+    /// with block recomputation, whose backward passes follow inside one call.
+    pub median_forward_seconds: Option<f64>,
     pub mean_step_seconds: f64,
     pub samples_per_second: f64,
     pub tokens_per_second: f64,
@@ -44,7 +45,10 @@ pub struct BenchReport {
     pub bits: String,
     /// Dtype of the dense frozen LLaMA weights (`f32`, `fp16`, `bf16`).
     pub precision: String,
+    /// `--gradient-checkpointing`: LLaMA blocks recomputed in backward.
     pub gradient_checkpointing: bool,
+    /// `--checkpoint-ops`: Burn's `BalancedCheckpointing`.
+    pub checkpoint_ops: bool,
     /// `--composed-ops`: Burn's composed ops instead of the fused / lean ones.
     pub composed_ops: bool,
     /// Bytes of the LLaMA block linears' weights at f32 (MiB).
@@ -119,7 +123,7 @@ pub fn bench_on<B: Backend>(
 ) -> anyhow::Result<BenchReport> {
     use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
     lavin_model::fused::set_enabled(!args.composed_ops);
-    if args.gradient_checkpointing {
+    if args.checkpoint_ops {
         bench_ad::<Autodiff<B, BalancedCheckpointing>>(args, choice, device)
     } else {
         bench_ad::<Autodiff<B>>(args, choice, device)
@@ -169,7 +173,7 @@ fn bench_ad<AB: AutodiffBackend>(
     });
     eprintln!(
         "bench: preset {} ({backend}), batch {batch}, seq {seq}, {} trainable params, {} warm-up + {} timed steps, \
-         block linears {} {} ({:.1} MiB stored, {:.1} MiB at f32){}{}",
+         block linears {} {} ({:.1} MiB stored, {:.1} MiB at f32){}{}{}",
         args.preset,
         trainable_params,
         args.warmup,
@@ -178,24 +182,34 @@ fn bench_ad<AB: AutodiffBackend>(
         precision,
         stored_bytes as f64 / MIB,
         f32_bytes as f64 / MIB,
-        if args.gradient_checkpointing { ", gradient checkpointing" } else { "" },
+        if args.gradient_checkpointing { ", blocks recomputed" } else { "" },
+        if args.checkpoint_ops { ", BalancedCheckpointing" } else { "" },
         if args.composed_ops { ", composed ops" } else { "" }
     );
     let (mut times, mut forward_times) = (Vec::new(), Vec::new());
     for i in 0..args.warmup + args.steps {
         let b = random_batch::<AB>(&cfg, batch, seq, device);
         let t = Instant::now();
-        let loss = model.loss(b);
-        // Reading the loss waits for the forward pass (asynchronous backends).
-        let _ = loss.clone().inner().into_data();
-        let forward = t.elapsed().as_secs_f64();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = step_module(
+        let (forward, mut grads) = if args.gradient_checkpointing {
+            let out = model.loss_and_grads_recomputed(b, 1.0, i as u64);
+            (None, out.grads.context("non-finite loss")?)
+        } else {
+            let loss = model.loss(b);
+            // Reading the loss waits for the forward pass (asynchronous backends).
+            let _ = loss.clone().inner().into_data();
+            let forward = t.elapsed().as_secs_f64();
+            (
+                Some(forward),
+                GradientsParams::from_grads(loss.backward(), &model),
+            )
+        };
+        // As the trainer: the gradient norm (read back every step), then AdamW.
+        model = clip_and_step(
             &mut optim,
             model,
             &mut grads,
             1e-4,
-            1.0,
+            None,
             &lavin_trainable_name,
         )?
         .0;
@@ -210,11 +224,9 @@ fn bench_ad<AB: AutodiffBackend>(
         let dt = t.elapsed().as_secs_f64();
         if i >= args.warmup {
             times.push(dt);
-            forward_times.push(forward);
-            eprintln!(
-                "bench: step {} {dt:.3}s (forward {forward:.3}s)",
-                i + 1 - args.warmup
-            );
+            forward_times.extend(forward);
+            let forward = forward.map_or(String::new(), |f| format!(" (forward {f:.3}s)"));
+            eprintln!("bench: step {} {dt:.3}s{forward}", i + 1 - args.warmup);
         }
     }
     if times.is_empty() {
@@ -230,7 +242,7 @@ fn bench_ad<AB: AutodiffBackend>(
         steps: times.len(),
         warmup: args.warmup,
         median_step_seconds: median,
-        median_forward_seconds: self::median(&forward_times),
+        median_forward_seconds: (!forward_times.is_empty()).then(|| self::median(&forward_times)),
         mean_step_seconds: mean,
         samples_per_second: batch as f64 / median,
         tokens_per_second: (batch * seq) as f64 / median,
@@ -239,6 +251,7 @@ fn bench_ad<AB: AutodiffBackend>(
         bits: args.bits.clone(),
         precision: precision.to_string(),
         gradient_checkpointing: args.gradient_checkpointing,
+        checkpoint_ops: args.checkpoint_ops,
         composed_ops: args.composed_ops,
         block_linears_f32_mib: f32_bytes as f64 / MIB,
         block_linears_stored_mib: stored_bytes as f64 / MIB,
@@ -291,9 +304,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         other => bail!("backend {other} is not compiled into this binary"),
     };
     println!(
-        "median step {:.4}s (forward {:.4}s) | {:.2} samples/s | {:.0} tokens/s | peak RSS {}",
+        "median step {:.4}s{} | {:.2} samples/s | {:.0} tokens/s | peak RSS {}",
         r.median_step_seconds,
-        r.median_forward_seconds,
+        r.median_forward_seconds
+            .map_or(String::new(), |f| format!(" (forward {f:.4}s)")),
         r.samples_per_second,
         r.tokens_per_second,
         r.peak_rss_mib

@@ -67,9 +67,14 @@ pub struct BenchArgs {
     /// Frozen LLaMA block linears: 16bit (dense), 8bit, 4bit (wgpu/cuda only).
     #[arg(long, default_value = "16bit")]
     pub bits: String,
-    /// Recompute activations in backward (`Autodiff<_, BalancedCheckpointing>`).
+    /// Keep only each LLaMA block's input and recompute the block in backward (as
+    /// `torch.utils.checkpoint`; what training's `--gradient-checkpointing` does).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Burn's op-level recomputation (`Autodiff<_, BalancedCheckpointing>`: element-wise ops
+    /// are recomputed, matmul inputs kept), alone or with `--gradient-checkpointing`.
+    #[arg(long)]
+    pub checkpoint_ops: bool,
     /// Run rotary, softmax, norms and gates as Burn's composed ops, not the fused kernels
     /// (flex) or lean autodiff ops (other backends): the A/B baseline for speed and memory.
     #[arg(long)]
@@ -176,7 +181,8 @@ pub struct TrainArgs {
     /// 4bit | 8bit | 16bit.
     #[arg(long)]
     pub bits: Option<String>,
-    /// Recompute activations in backward.
+    /// Recompute each LLaMA block in backward, keeping only the blocks' inputs (less memory,
+    /// one more forward of the blocks).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub gradient_checkpointing: Option<bool>,
     /// Seed.

@@ -38,6 +38,8 @@ pub struct Shard {
 pub struct DataParallel<B: AutodiffBackend> {
     devices: Vec<B::Device>,
     replicas: Vec<Lavin<B>>,
+    /// Gradient checkpointing: [`Lavin::loss_and_grads_recomputed`] instead of one graph.
+    recompute: bool,
 }
 
 impl<B: AutodiffBackend> DataParallel<B>
@@ -54,7 +56,14 @@ where
         Self {
             devices: devices.to_vec(),
             replicas,
+            recompute: false,
         }
+    }
+
+    /// Recompute each LLaMA block in backward (gradient checkpointing) when `on`.
+    pub fn with_recompute(mut self, on: bool) -> Self {
+        self.recompute = on;
+        self
     }
 
     /// Number of devices (shards per micro-batch).
@@ -107,6 +116,15 @@ where
         let launch = &launch;
         let run = |k: usize, m: Lavin<B>, dev: B::Device| -> Result<Shard, String> {
             let (batch, stats) = data.batch(&indices[k * per..(k + 1) * per], &dev)?;
+            if self.recompute {
+                // Seeds and serialises its own RNG use (`lavin_model::recompute`).
+                let out = m.loss_and_grads_recomputed(batch, divisor, shard_seed(seed, k));
+                return Ok(Shard {
+                    loss: out.loss,
+                    grads: out.grads,
+                    stats,
+                });
+            }
             let loss = {
                 let _guard = launch.lock().unwrap_or_else(|e| e.into_inner());
                 B::seed(&dev, shard_seed(seed, k));

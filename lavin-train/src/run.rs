@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -357,34 +354,24 @@ fn is_original_checkpoint(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "pth" || e == "pt")
 }
 
-/// The whole run on backend `B` (autodiff on top; `gradient_checkpointing` recomputes the
-/// activations of memory-bound ops in backward instead of keeping them). The model is loaded on
-/// `devices[0]`; further devices get replicas for data-parallel training.
+/// The whole run on backend `B` (autodiff on top; with `gradient_checkpointing` the trainer
+/// recomputes each LLaMA block in backward, see `lavin_model::recompute`). The model is loaded
+/// on `devices[0]`; further devices get replicas for data-parallel training.
 pub fn run_on<B: Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
     devices: &[B::Device],
 ) -> anyhow::Result<Summary> {
     if cfg.gradient_checkpointing {
-        eprintln!("lavin-train: gradient checkpointing (BalancedCheckpointing)");
-        run_with::<B, BalancedCheckpointing>(cfg, opts, devices)
-    } else {
-        run_with::<B, NoCheckpointing>(cfg, opts, devices)
+        eprintln!("lavin-train: gradient checkpointing (LLaMA blocks recomputed in backward)");
     }
-}
-
-fn run_with<B: Backend, C: CheckpointStrategy>(
-    cfg: &TrainConfig,
-    opts: &RunOptions,
-    devices: &[B::Device],
-) -> anyhow::Result<Summary> {
     let device = &devices[0];
-    type AB<B, C> = Autodiff<B, C>;
-    // ---- everything that can fail on bad input, before training ----
+    type AB<B> = Autodiff<B>; // gradient checkpointing is block recomputation, not a strategy
+                              // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
     let format = base_format(cfg)?;
     if let Some(bits) = format.bits {
-        lavin_model::quant::probe::<AB<B, C>>(bits, device)
+        lavin_model::quant::probe::<AB<B>>(bits, device)
             .with_context(|| format!("--bits {bits}"))?;
     }
     if cfg.n_prompt != plan.config.n_feats() {
@@ -401,10 +388,10 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
 
     B::seed(device, cfg.seed);
     eprintln!("lavin-train: model: {}", plan.description);
-    let model: Lavin<AB<B, C>> = match &plan.spec {
+    let model: Lavin<AB<B>> = match &plan.spec {
         // The loader converts each block right after reading it.
-        Some(spec) => load_lavin::<AB<B, C>>(&plan.config, spec, device)?,
-        None => plan.config.init::<AB<B, C>>(device).convert_base(format)?,
+        Some(spec) => load_lavin::<AB<B>>(&plan.config, spec, device)?,
+        None => plan.config.init::<AB<B>>(device).convert_base(format)?,
     };
     if let Some(bits) = format.bits {
         eprintln!("lavin-train: LLaMA block linears quantized to {bits} (LaVIN-lite)");
@@ -418,7 +405,7 @@ fn run_with<B: Backend, C: CheckpointStrategy>(
     let mut optim = optimizer_for::<B>(cfg);
     let (model, state, data_seed) = match &cfg.resume {
         Some(p) => {
-            let (m, st, seed) = resume_from::<AB<B, C>>(p, cfg, model, &mut optim, device)
+            let (m, st, seed) = resume_from::<AB<B>>(p, cfg, model, &mut optim, device)
                 .with_context(|| format!("resume {}", p.display()))?;
             let seed = if is_original_checkpoint(p) {
                 cfg.seed

@@ -25,10 +25,7 @@ use lavin_model::lavin::{Lavin, LavinBatch};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::config::TrainConfig;
 use crate::lr_sched::LrSchedule;
-use crate::optim::{
-    clip_coefficient, module_grad_norm, step_module, trainable_params, AdamW, AdamWConfig,
-    OptimError,
-};
+use crate::optim::{clip_and_step, trainable_params, AdamW, AdamWConfig, OptimError};
 use crate::parallel::DataParallel;
 use crate::params::{
     assign_params, collect_params, lavin_trainable_name, moments_from_host, moments_to_host,
@@ -262,7 +259,7 @@ where
             expected: cfg.world_size(),
         });
     }
-    let mut dp = DataParallel::new(&model, devices);
+    let mut dp = DataParallel::new(&model, devices).with_recompute(cfg.gradient_checkpointing);
     let per_batch = cfg.batch_size * world;
     let spe = steps_per_epoch(data.len(), cfg.batch_size, world);
     if spe == 0 {
@@ -328,12 +325,7 @@ where
                 continue;
             }
             let mut grads = acc.grads();
-            let norm = module_grad_norm(&model, &grads, &naming);
-            let scale = cfg
-                .clip_grad
-                .map(|c| clip_coefficient(norm, c))
-                .unwrap_or(1.0);
-            let (m, _) = step_module(optim, model, &mut grads, lr, scale, &naming)?;
+            let (m, norm) = clip_and_step(optim, model, &mut grads, lr, cfg.clip_grad, &naming)?;
             model = m;
             dp.sync(&model);
             state.global_step += 1;

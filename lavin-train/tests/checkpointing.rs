@@ -1,4 +1,7 @@
-//! `--gradient-checkpointing` (`Autodiff<B, BalancedCheckpointing>`) trains bit-identically.
+//! `--gradient-checkpointing` (LLaMA blocks recomputed in backward) trains bit-identically on
+//! the embedded tiny default, whose adapters have no dropout. (With dropout, each block draws
+//! its masks from the step's seed; `lavin_model::recompute`'s unit tests check that the
+//! recomputation draws the forward's masks.)
 //!
 //! Its own test binary: the backend's RNG is process-global, so a test running in parallel would
 //! change the adapters' dropout masks between the two runs compared here.
@@ -9,7 +12,7 @@ use lavin_train::run::{run, RunOptions};
 
 #[test]
 fn gradient_checkpointing_trains_identically() {
-    // Recomputing activations in backward must not change a single number of the run.
+    // Recomputing the blocks in backward must not change a single number of the run.
     let tmp = tempfile::tempdir().unwrap();
     let opts = RunOptions {
         train_limit: 8,

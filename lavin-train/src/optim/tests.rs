@@ -160,3 +160,56 @@ fn module_step_updates_adapters_only() {
         .to_data()
         .assert_approx_eq::<f32>(&want.to_data(), Default::default());
 }
+
+#[test]
+fn clip_and_step_scales_by_the_global_norm() {
+    let dev = Default::default();
+    let toy = Toy::<AB> {
+        adapter: LinearConfig::new(3, 2).init(&dev),
+        frozen: LinearConfig::new(2, 2).init::<AB>(&dev).no_grad(),
+    };
+    let x: Tensor<AB, 2> = Tensor::from_floats([[1.0, -2.0, 3.0]], &dev);
+    let loss = toy.frozen.forward(toy.adapter.forward(x)).sum();
+    let mut gp = GradientsParams::from_grads(loss.backward(), &toy);
+    let g_w = gp.get::<B, 2>(toy.adapter.weight.id).unwrap();
+    let g_b = gp
+        .get::<B, 1>(toy.adapter.bias.as_ref().unwrap().id)
+        .unwrap();
+    // The norm is the one over the trainable gradients only (the frozen layer has none here).
+    let want_norm = global_norm(&[g_w.clone().reshape([6]), g_b.clone()]);
+    let w_before = toy.adapter.weight.val().inner();
+    let max_norm = want_norm / 4.0;
+    let mut opt = AdamW::<B>::new(AdamWConfig::default());
+    let (toy, norm) = clip_and_step(&mut opt, toy, &mut gp, 1e-2, Some(max_norm), &naming).unwrap();
+    assert!(
+        (norm - want_norm).abs() <= 1e-6 * want_norm,
+        "{norm} vs {want_norm}"
+    );
+    let coef = clip_coefficient(norm, max_norm);
+    assert!(coef < 0.3);
+    // Adam's first update barely depends on the gradient's scale; its moments do.
+    let mut opt2 = AdamW::<B>::new(AdamWConfig::default());
+    let want = opt2
+        .step_tensor("orig.adapter.weight", w_before, g_w.mul_scalar(coef), 1e-2)
+        .unwrap();
+    let name = "orig.adapter.weight";
+    for (got, want) in [
+        (
+            &opt.state(name).unwrap().exp_avg,
+            &opt2.state(name).unwrap().exp_avg,
+        ),
+        (
+            &opt.state(name).unwrap().exp_avg_sq,
+            &opt2.state(name).unwrap().exp_avg_sq,
+        ),
+    ] {
+        got.to_data()
+            .assert_approx_eq::<f32>(&want.to_data(), Default::default());
+    }
+    toy.adapter
+        .weight
+        .val()
+        .inner()
+        .to_data()
+        .assert_approx_eq::<f32>(&want.to_data(), Default::default());
+}

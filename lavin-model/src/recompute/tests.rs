@@ -1,0 +1,189 @@
+//! Block recomputation gives the gradients of the plain autodiff pass (dropout off), and of a
+//! plain pass seeded per block as it seeds (dropout on).
+
+use super::*;
+use crate::config::LavinConfig;
+use burn::backend::{Autodiff, NdArray};
+use burn::module::ModuleMapper;
+use burn::tensor::{Int, TensorData};
+
+type B = Autodiff<NdArray<f32>>;
+
+fn config(dropout: f64) -> LavinConfig {
+    let mut c = LavinConfig::tiny();
+    c.clip.input_resolution = 64;
+    c.max_seq_len = 20;
+    c.adapter.dropout = dropout;
+    c.prefix_img = vec![5, 6];
+    c.prefix_nonimg = vec![5, 6, 7];
+    c
+}
+
+/// Deterministic non-zero values for every trainable parameter (zero-initialised
+/// up-projections would hide the adapters).
+struct Fill(usize);
+
+impl ModuleMapper<B> for Fill {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if !p.is_require_grad() {
+            return p;
+        }
+        self.0 += 1;
+        let k = self.0;
+        p.map(|t| {
+            let shape = t.shape();
+            let v: Vec<f32> = (0..shape.num_elements())
+                .map(|i| (((i * 31 + k * 17) % 23) as f32 - 11.0) * 0.02)
+                .collect();
+            Tensor::<B, D>::from_data(TensorData::new(v, shape), &t.device()).require_grad()
+        })
+    }
+}
+
+fn model(dropout: f64) -> Lavin<B> {
+    config(dropout)
+        .init::<B>(&Default::default())
+        .map(&mut Fill(0))
+}
+
+fn batch(c: &LavinConfig) -> LavinBatch<B> {
+    let (s, r, device) = (c.max_seq_len, c.clip.input_resolution, Default::default());
+    let tokens: Vec<i64> = (0..2 * s)
+        .map(|i| {
+            if i % s < 16 {
+                1 + (i as i64 * 37) % 500
+            } else {
+                0
+            }
+        })
+        .collect();
+    let labels: Vec<i64> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| if i % s < 6 { 0 } else { t })
+        .collect();
+    let images: Vec<f32> = (0..2 * 3 * r * r)
+        .map(|i| ((i * 13) % 17) as f32 / 8.0 - 1.0)
+        .collect();
+    LavinBatch {
+        tokens: Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [2, s]), &device),
+        labels: Tensor::<B, 2, Int>::from_data(TensorData::new(labels, [2, s]), &device),
+        images: Tensor::from_data(TensorData::new(images, [2, 3, r, r]), &device),
+        indicators: Tensor::<B, 1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device),
+    }
+}
+
+/// Every trainable parameter's gradient, flattened, in visiting order.
+fn flat(model: &Lavin<B>, grads: &GradientsParams) -> Vec<(usize, Vec<f32>)> {
+    struct Collect<'a>(&'a GradientsParams, Vec<(usize, Vec<f32>)>, usize);
+    impl ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            if p.is_require_grad() {
+                let g = self
+                    .0
+                    .get::<NdArray<f32>, D>(p.id)
+                    .expect("every adapter has a gradient");
+                self.1.push((self.2, g.into_data().to_vec().unwrap()));
+            }
+            self.2 += 1;
+        }
+    }
+    let mut c = Collect(grads, Vec::new(), 0);
+    model.visit(&mut c);
+    c.1
+}
+
+fn assert_close(got: &[(usize, Vec<f32>)], want: &[(usize, Vec<f32>)]) {
+    assert_eq!(got.len(), want.len());
+    assert!(want.len() > 20, "only {} trainable tensors", want.len());
+    for ((i, g), (_, w)) in got.iter().zip(want) {
+        let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-5 * scale,
+            "parameter #{i}: max error {err:e} (scale {scale:e})"
+        );
+    }
+}
+
+/// The plain pass: one graph, the RNG seeded with `seed` for the vision tower and, when
+/// `per_block`, re-seeded before each block as the recomputing pass does.
+fn plain(
+    model: &Lavin<B>,
+    seed: u64,
+    per_block: bool,
+    divisor: f64,
+) -> (f64, Vec<(usize, Vec<f32>)>) {
+    let device = Default::default();
+    let p = seeded::<B, _>(&device, seed, || model.prepare(batch(model.config())));
+    let input = model.block_input(p.mask);
+    let mut h = p.h0;
+    for (i, block) in model.llama.layers.iter().enumerate() {
+        if per_block {
+            h = seeded::<B, _>(&device, block_seed(seed, i), || {
+                block.forward(h, &input, None, None).0
+            });
+        } else {
+            h = block.forward(h, &input, None, None).0;
+        }
+    }
+    let loss = model.loss_from_hidden(h, p.targets);
+    let value: f64 = loss.clone().into_scalar().elem();
+    let grads = GradientsParams::from_grads(loss.div_scalar(divisor).backward(), model);
+    (value, flat(model, &grads))
+}
+
+fn recomputed(model: &Lavin<B>, seed: u64, divisor: f64) -> (f64, Vec<(usize, Vec<f32>)>) {
+    let out = model.loss_and_grads_recomputed(batch(model.config()), divisor, seed);
+    (out.loss, flat(model, &out.grads.expect("finite loss")))
+}
+
+#[test]
+fn same_gradients_as_one_graph_without_dropout() {
+    let m = model(0.0);
+    let (loss, want) = plain(&m, 7, false, 1.0);
+    // Also through `Lavin::loss`, the trainer's plain path.
+    let direct: f64 = m.loss(batch(m.config())).into_scalar().elem();
+    assert!(
+        (loss - direct).abs() <= 1e-6 * direct.abs(),
+        "{loss} vs {direct}"
+    );
+    let (got_loss, got) = recomputed(&m, 7, 1.0);
+    assert!(
+        (got_loss - loss).abs() <= 1e-6 * loss.abs(),
+        "{got_loss} vs {loss}"
+    );
+    assert_close(&got, &want);
+    // The divisor scales every gradient.
+    let (_, halved) = recomputed(&m, 7, 2.0);
+    let want_halved: Vec<_> = want
+        .iter()
+        .map(|(i, g)| (*i, g.iter().map(|v| v / 2.0).collect()))
+        .collect();
+    assert_close(&halved, &want_halved);
+}
+
+#[test]
+fn recomputation_draws_the_forward_dropout_masks() {
+    let m = model(0.5);
+    let (loss, want) = plain(&m, 11, true, 1.0);
+    let (got_loss, got) = recomputed(&m, 11, 1.0);
+    assert!(
+        (got_loss - loss).abs() <= 1e-6 * loss.abs(),
+        "{got_loss} vs {loss}"
+    );
+    assert_close(&got, &want);
+    // Dropout is on: another seed gives other gradients.
+    let (_, other) = recomputed(&m, 12, 1.0);
+    assert!(other.iter().zip(&got).any(|((_, a), (_, b))| a != b));
+}
+
+#[test]
+fn block_seeds_differ() {
+    let seeds: Vec<u64> = (0..64).map(|i| block_seed(3, i)).collect();
+    let mut sorted = seeds.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seeds.len());
+    assert_ne!(block_seed(3, 0), block_seed(4, 0));
+}
