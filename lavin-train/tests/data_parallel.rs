@@ -82,6 +82,23 @@ fn two_devices_equal_two_accumulation_steps() {
     assert_eq!(pc, pd);
     assert_ne!(pc, pa, "dropout changed the run");
 
+    // Gradient checkpointing (blocks recomputed in backward) in the shards' threads: without
+    // dropout the plain run's adapters; with dropout (each block re-seeded, under a lock shared
+    // by the threads) reproducible.
+    let ckpt = TrainConfig {
+        gradient_checkpointing: true,
+        output_dir: d.path().join("ckpt"),
+        ..two.clone()
+    };
+    let (pe, oe) = run(&ckpt, 0.0, &[dev, dev]);
+    assert_eq!(oe.losses, oa.losses);
+    assert_eq!(pe, pa);
+    let (pf, of) = run(&ckpt, 0.1, &[dev, dev]);
+    let (pg, og) = run(&ckpt, 0.1, &[dev, dev]);
+    assert_eq!(of.losses, og.losses);
+    assert_eq!(pf, pg);
+    assert_ne!(pf, pe, "dropout changed the run");
+
     // A checkpoint of the 2-device run cannot resume a 1-device run (its epoch position would
     // name other examples).
     let ck = &lavin_train::checkpoint::list(&two.output_dir)[0].1;

@@ -1,6 +1,7 @@
 //! `--resume` from a mid-epoch checkpoint reproduces the uninterrupted run exactly, with adapter
 //! dropout off and on (the trainer reseeds the backend RNG per micro-batch from the data seed,
-//! epoch and iteration, which a checkpoint restores).
+//! epoch and iteration, which a checkpoint restores), also with gradient checkpointing (whose
+//! blocks re-seed from that seed).
 //!
 //! Its own test binary, one test: the backend RNG is process-global, so a test running in
 //! parallel would draw from it between the reseed and the dropout masks.
@@ -14,7 +15,7 @@ use lavin_train::config::TrainConfig;
 use lavin_train::params::{collect_params, lavin_trainable_name};
 use lavin_train::trainer::{optimizer_for, resume_from, train, TrainState};
 
-fn resume_is_exact(dropout: f64) {
+fn resume_is_exact(dropout: f64, gradient_checkpointing: bool) {
     let dev = Default::default();
     let c = fixture(dropout);
     let data = Repeat::new(&c, 4);
@@ -28,6 +29,7 @@ fn resume_is_exact(dropout: f64) {
         checkpoint_every: 1,
         keep_last: 0,
         output_dir: d.path().join("a"),
+        gradient_checkpointing,
         ..TrainConfig::tiny_default()
     };
     // Run A: uninterrupted (4 micro-batches per epoch, 2 steps per epoch).
@@ -82,6 +84,7 @@ fn resume_is_exact(dropout: f64) {
 
 #[test]
 fn resume_mid_epoch_is_exact_with_and_without_dropout() {
-    resume_is_exact(0.0);
-    resume_is_exact(0.1);
+    resume_is_exact(0.0, false);
+    resume_is_exact(0.1, false);
+    resume_is_exact(0.1, true);
 }
