@@ -120,7 +120,7 @@ impl<B: Backend> ResBlock<B> {
     }
 
     /// `[N, T, W] -> [N, T, W]` and the router weights used.
-    fn forward(&self, x: Tensor<B, 3>, mode: ClipRouterMode) -> (Tensor<B, 3>, ClipRoutes<B>) {
+    pub fn forward(&self, x: Tensor<B, 3>, mode: ClipRouterMode) -> (Tensor<B, 3>, ClipRoutes<B>) {
         let y = self.ln_1.forward(x.clone());
         let (y, attn_w) = match &self.adapter_attn {
             VisualAdapter::Normal(adapter) => (adapter.forward(y), None),
@@ -195,6 +195,23 @@ impl<B: Backend> VisionTower<B> {
 
     /// `images [N, 3, H, W] -> [N, layers / 4, W]` plus every block's router weights.
     pub fn forward(&self, images: Tensor<B, 4>) -> (Tensor<B, 3>, Vec<ClipRoutes<B>>) {
+        let mut x = self.stem(images);
+        let mut feats = Vec::with_capacity(self.resblocks.len() / 4);
+        let mut routes = Vec::with_capacity(self.resblocks.len());
+        for (i, block) in self.resblocks.iter().enumerate() {
+            let (out, r) = block.forward(x, self.router_mode);
+            x = out;
+            routes.push(r);
+            if is_feature_block(i) {
+                feats.push(x.clone().narrow(1, 0, 1)); // class token [N, 1, W]
+            }
+        }
+        (Tensor::cat(feats, 1), routes)
+    }
+
+    /// Patch embedding, class token, positions and `ln_pre`: `[N, 3, H, W] -> [N, T, W]`, the
+    /// first block's input.
+    pub fn stem(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let [n, ch, h, w] = images.dims();
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
@@ -212,18 +229,16 @@ impl<B: Backend> VisionTower<B> {
             .reshape([1, 1, width])
             .expand([n, 1, width]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze();
-        let mut x = self.ln_pre.forward(x);
-
-        let mut feats = Vec::with_capacity(self.resblocks.len() / 4);
-        let mut routes = Vec::with_capacity(self.resblocks.len());
-        for (i, block) in self.resblocks.iter().enumerate() {
-            let (out, r) = block.forward(x, self.router_mode);
-            x = out;
-            routes.push(r);
-            if (i + 1) % 4 == 0 {
-                feats.push(x.clone().narrow(1, 0, 1)); // class token [N, 1, W]
-            }
-        }
-        (Tensor::cat(feats, 1), routes)
+        self.ln_pre.forward(x)
     }
+
+    /// How the adapters' routers read their input.
+    pub fn router_mode(&self) -> ClipRouterMode {
+        self.router_mode
+    }
+}
+
+/// Whether block `i`'s output gives a feature (its class token): every 4th block.
+pub fn is_feature_block(i: usize) -> bool {
+    (i + 1) % 4 == 0
 }

@@ -23,16 +23,22 @@ pub struct Lavin<B: Backend> {
     pub config: LavinConfig,
 }
 
-/// A training forward up to the LLaMA blocks ([`Lavin::prepare`]).
-pub(crate) struct Prepared<B: Backend> {
+/// A training forward up to the LLaMA blocks ([`Lavin::prepare`]): with
+/// [`Lavin::block_input`], the LLaMA blocks and [`Lavin::loss_from_hidden`], the pieces of
+/// [`Lavin::loss`] for training loops of their own (see [`crate::recompute`]).
+#[derive(Debug, Clone)]
+pub struct Prepared<B: Backend> {
     /// `[B, S, C]`: the assembled sequence, the first block's input.
     pub h0: Tensor<B, 3>,
     /// `[B, S-1]`: row `i` of the final hidden states predicts `targets[:, i]`.
     pub targets: Tensor<B, 2, Int>,
     /// `[S, S]`: [`modality_mask`].
     pub mask: Tensor<B, 2, Bool>,
+    /// `[B, F, W]`: the vision tower's features.
     pub clip_feats: Tensor<B, 3>,
+    /// Router weights of the vision tower's blocks (empty from [`Lavin::prepare_from_feats`]).
     pub clip_routes: Vec<ClipRoutes<B>>,
+    /// `[B, F, C]`: `adapter_proj(clip_feats)`.
     pub image_embeds: Tensor<B, 3>,
 }
 
@@ -118,11 +124,7 @@ impl<B: Backend> Lavin<B> {
     }
 
     /// [`Self::loss`] from the final hidden states `h [B, S, C]` (before the last norm).
-    pub(crate) fn loss_from_hidden(
-        &self,
-        h: Tensor<B, 3>,
-        targets: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 1> {
+    pub fn loss_from_hidden(&self, h: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [b, l] = targets.dims();
         let c = h.dims()[2];
         let data = targets.to_data();
@@ -182,17 +184,27 @@ impl<B: Backend> Lavin<B> {
 
     /// Everything before the LLaMA blocks: the vision tower, the assembled sequence `h0`, the
     /// shifted targets and the attention mask.
-    pub(crate) fn prepare(&self, batch: LavinBatch<B>) -> Prepared<B> {
-        let [_, s] = batch.tokens.dims();
-        let (clip_feats, image_embeds, clip_routes) = self.encode_images(batch.images);
-        let h0 = self.assemble(
-            batch.tokens,
-            image_embeds.clone(),
-            batch.indicators.clone(),
-            s,
-        );
+    pub fn prepare(&self, batch: LavinBatch<B>) -> Prepared<B> {
+        let (clip_feats, clip_routes) = self.clip.forward(batch.images);
+        let mut p =
+            self.prepare_from_feats(batch.tokens, batch.labels, batch.indicators, clip_feats);
+        p.clip_routes = clip_routes;
+        p
+    }
+
+    /// [`Self::prepare`] after the vision tower: `clip_feats [B, F, W]` are its features.
+    pub fn prepare_from_feats(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        labels: Tensor<B, 2, Int>,
+        indicators: Tensor<B, 1, Int>,
+        clip_feats: Tensor<B, 3>,
+    ) -> Prepared<B> {
+        let [_, s] = tokens.dims();
+        let image_embeds = self.adapter_proj.forward(clip_feats.clone());
+        let h0 = self.assemble(tokens, image_embeds.clone(), indicators.clone(), s);
         let targets = self
-            .assemble_labels(batch.labels, batch.indicators, s)
+            .assemble_labels(labels, indicators, s)
             .narrow(1, 1, s - 1);
         let mask = modality_mask(s, s, &h0.device());
         Prepared {
@@ -200,13 +212,13 @@ impl<B: Backend> Lavin<B> {
             targets,
             mask,
             clip_feats,
-            clip_routes,
+            clip_routes: Vec::new(),
             image_embeds,
         }
     }
 
     /// What every LLaMA block of a training forward reads besides its input.
-    pub(crate) fn block_input(&self, mask: Tensor<B, 2, Bool>) -> BlockInput<'_, B> {
+    pub fn block_input(&self, mask: Tensor<B, 2, Bool>) -> BlockInput<'_, B> {
         BlockInput {
             rope: &self.llama.rope,
             pos: 0,

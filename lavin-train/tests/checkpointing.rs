@@ -1,6 +1,6 @@
 //! `--gradient-checkpointing` (LLaMA blocks recomputed in backward) trains bit-identically on
 //! the embedded tiny default, whose adapters have no dropout. (With dropout, each block draws
-//! its masks from the step's seed; `lavin_model::recompute`'s unit tests check that the
+//! its masks from the step's seed; `lavin-model/tests/recompute.rs` checks that the
 //! recomputation draws the forward's masks.)
 //!
 //! Its own test binary: the backend's RNG is process-global, so a test running in parallel would

@@ -1,11 +1,17 @@
-//! Block recomputation gives the gradients of the plain autodiff pass (dropout off), and of a
-//! plain pass seeded per block as it seeds (dropout on).
+//! Block recomputation (`lavin_model::recompute`) gives the gradients of the plain autodiff
+//! pass (dropout off), and of a plain pass seeded per block as it seeds (dropout on).
+//!
+//! Its own test binary, one test: the backend RNG is process-global, so a test running in
+//! parallel (a model's random initialisation) would draw from it between a seed and a mask.
 
-use super::*;
-use crate::config::LavinConfig;
 use burn::backend::{Autodiff, NdArray};
-use burn::module::ModuleMapper;
-use burn::tensor::{Int, TensorData};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use lavin_model::clip::is_feature_block;
+use lavin_model::recompute::{block_seed, vision_seed};
+use lavin_model::{Lavin, LavinBatch, LavinConfig};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -106,8 +112,8 @@ fn assert_close(got: &[(usize, Vec<f32>)], want: &[(usize, Vec<f32>)]) {
     }
 }
 
-/// The plain pass: one graph, the RNG seeded with `seed` for the vision tower and, when
-/// `per_block`, re-seeded before each block as the recomputing pass does.
+/// The plain pass: one graph, the RNG seeded with `seed`, or, when `per_block`, re-seeded
+/// before each ViT and LLaMA block as the recomputing pass does.
 fn plain(
     model: &Lavin<B>,
     seed: u64,
@@ -115,17 +121,30 @@ fn plain(
     divisor: f64,
 ) -> (f64, Vec<(usize, Vec<f32>)>) {
     let device = Default::default();
-    let p = seeded::<B, _>(&device, seed, || model.prepare(batch(model.config())));
+    let b = batch(model.config());
+    let p = if per_block {
+        let tower = &model.clip;
+        let mut x = tower.stem(b.images);
+        let mut feats = Vec::new();
+        for (i, block) in tower.resblocks.iter().enumerate() {
+            B::seed(&device, vision_seed(seed, i));
+            x = block.forward(x, tower.router_mode()).0;
+            if is_feature_block(i) {
+                feats.push(x.clone().narrow(1, 0, 1));
+            }
+        }
+        model.prepare_from_feats(b.tokens, b.labels, b.indicators, Tensor::cat(feats, 1))
+    } else {
+        B::seed(&device, seed);
+        model.prepare(b)
+    };
     let input = model.block_input(p.mask);
     let mut h = p.h0;
     for (i, block) in model.llama.layers.iter().enumerate() {
         if per_block {
-            h = seeded::<B, _>(&device, block_seed(seed, i), || {
-                block.forward(h, &input, None, None).0
-            });
-        } else {
-            h = block.forward(h, &input, None, None).0;
+            B::seed(&device, block_seed(seed, i));
         }
+        h = block.forward(h, &input, None, None).0;
     }
     let loss = model.loss_from_hidden(h, p.targets);
     let value: f64 = loss.clone().into_scalar().elem();
@@ -139,6 +158,12 @@ fn recomputed(model: &Lavin<B>, seed: u64, divisor: f64) -> (f64, Vec<(usize, Ve
 }
 
 #[test]
+fn recomputed_gradients_equal_one_graph_with_and_without_dropout() {
+    same_gradients_as_one_graph_without_dropout();
+    recomputation_draws_the_forward_dropout_masks();
+    block_seeds_differ();
+}
+
 fn same_gradients_as_one_graph_without_dropout() {
     let m = model(0.0);
     let (loss, want) = plain(&m, 7, false, 1.0);
@@ -163,7 +188,6 @@ fn same_gradients_as_one_graph_without_dropout() {
     assert_close(&halved, &want_halved);
 }
 
-#[test]
 fn recomputation_draws_the_forward_dropout_masks() {
     let m = model(0.5);
     let (loss, want) = plain(&m, 11, true, 1.0);
@@ -178,7 +202,6 @@ fn recomputation_draws_the_forward_dropout_masks() {
     assert!(other.iter().zip(&got).any(|((_, a), (_, b))| a != b));
 }
 
-#[test]
 fn block_seeds_differ() {
     let seeds: Vec<u64> = (0..64).map(|i| block_seed(3, i)).collect();
     let mut sorted = seeds.clone();
@@ -186,4 +209,5 @@ fn block_seeds_differ() {
     sorted.dedup();
     assert_eq!(sorted.len(), seeds.len());
     assert_ne!(block_seed(3, 0), block_seed(4, 0));
+    assert_ne!(block_seed(3, 0), vision_seed(3, 0));
 }
