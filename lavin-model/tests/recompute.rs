@@ -4,11 +4,13 @@
 //! Its own test binary, one test: the backend RNG is process-global, so a test running in
 //! parallel (a model's random initialisation) would draw from it between a seed and a mask.
 
+mod common;
+
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor};
 use lavin_model::clip::is_feature_block;
 use lavin_model::recompute::{block_seed, vision_seed};
 use lavin_model::{Lavin, LavinBatch, LavinConfig};
@@ -16,67 +18,17 @@ use lavin_model::{Lavin, LavinBatch, LavinConfig};
 type B = Autodiff<NdArray<f32>>;
 
 fn config(dropout: f64) -> LavinConfig {
-    let mut c = LavinConfig::tiny();
-    c.clip.input_resolution = 64;
-    c.max_seq_len = 20;
+    let mut c = common::config();
     c.adapter.dropout = dropout;
-    c.prefix_img = vec![5, 6];
-    c.prefix_nonimg = vec![5, 6, 7];
     c
 }
 
-/// Deterministic non-zero values for every trainable parameter (zero-initialised
-/// up-projections would hide the adapters).
-struct Fill(usize);
-
-impl ModuleMapper<B> for Fill {
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if !p.is_require_grad() {
-            return p;
-        }
-        self.0 += 1;
-        let k = self.0;
-        p.map(|t| {
-            let shape = t.shape();
-            let v: Vec<f32> = (0..shape.num_elements())
-                .map(|i| (((i * 31 + k * 17) % 23) as f32 - 11.0) * 0.02)
-                .collect();
-            Tensor::<B, D>::from_data(TensorData::new(v, shape), &t.device()).require_grad()
-        })
-    }
-}
-
 fn model(dropout: f64) -> Lavin<B> {
-    config(dropout)
-        .init::<B>(&Default::default())
-        .map(&mut Fill(0))
+    common::dense_model::<B>(&config(dropout), &Default::default())
 }
 
 fn batch(c: &LavinConfig) -> LavinBatch<B> {
-    let (s, r, device) = (c.max_seq_len, c.clip.input_resolution, Default::default());
-    let tokens: Vec<i64> = (0..2 * s)
-        .map(|i| {
-            if i % s < 16 {
-                1 + (i as i64 * 37) % 500
-            } else {
-                0
-            }
-        })
-        .collect();
-    let labels: Vec<i64> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| if i % s < 6 { 0 } else { t })
-        .collect();
-    let images: Vec<f32> = (0..2 * 3 * r * r)
-        .map(|i| ((i * 13) % 17) as f32 / 8.0 - 1.0)
-        .collect();
-    LavinBatch {
-        tokens: Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [2, s]), &device),
-        labels: Tensor::<B, 2, Int>::from_data(TensorData::new(labels, [2, s]), &device),
-        images: Tensor::from_data(TensorData::new(images, [2, 3, r, r]), &device),
-        indicators: Tensor::<B, 1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device),
-    }
+    common::batch::<B>(c, &Default::default())
 }
 
 /// Every trainable parameter's gradient, flattened, in visiting order.

@@ -115,6 +115,25 @@ struct Toy<B: Backend> {
     frozen: Linear<B>,
 }
 
+impl Toy<AB> {
+    /// A trainable 3 -> 2 layer in front of a frozen 2 -> 2 one.
+    fn new(dev: &burn::tensor::Device<AB>) -> Self {
+        Self {
+            adapter: LinearConfig::new(3, 2).init(dev),
+            frozen: LinearConfig::new(2, 2).init::<AB>(dev).no_grad(),
+        }
+    }
+
+    fn assert_adapter_weight(&self, want: &Tensor<B, 2>) {
+        self.adapter
+            .weight
+            .val()
+            .inner()
+            .to_data()
+            .assert_approx_eq::<f32>(&want.to_data(), Default::default());
+    }
+}
+
 fn naming(path: &str) -> Option<String> {
     path.starts_with("adapter.").then(|| format!("orig.{path}"))
 }
@@ -122,10 +141,7 @@ fn naming(path: &str) -> Option<String> {
 #[test]
 fn module_step_updates_adapters_only() {
     let dev = Default::default();
-    let toy = Toy::<AB> {
-        adapter: LinearConfig::new(3, 2).init(&dev),
-        frozen: LinearConfig::new(2, 2).init::<AB>(&dev).no_grad(),
-    };
+    let toy = Toy::new(&dev);
     let names = trainable_params(&toy, &naming);
     assert_eq!(
         names,
@@ -153,21 +169,13 @@ fn module_step_updates_adapters_only() {
     let want = opt2
         .step_tensor("orig.adapter.weight", w_before, g_w.mul_scalar(0.5), 1e-2)
         .unwrap();
-    toy.adapter
-        .weight
-        .val()
-        .inner()
-        .to_data()
-        .assert_approx_eq::<f32>(&want.to_data(), Default::default());
+    toy.assert_adapter_weight(&want);
 }
 
 #[test]
 fn clip_and_step_scales_by_the_global_norm() {
     let dev = Default::default();
-    let toy = Toy::<AB> {
-        adapter: LinearConfig::new(3, 2).init(&dev),
-        frozen: LinearConfig::new(2, 2).init::<AB>(&dev).no_grad(),
-    };
+    let toy = Toy::new(&dev);
     let x: Tensor<AB, 2> = Tensor::from_floats([[1.0, -2.0, 3.0]], &dev);
     let loss = toy.frozen.forward(toy.adapter.forward(x)).sum();
     let mut gp = GradientsParams::from_grads(loss.backward(), &toy);
@@ -206,10 +214,5 @@ fn clip_and_step_scales_by_the_global_norm() {
         got.to_data()
             .assert_approx_eq::<f32>(&want.to_data(), Default::default());
     }
-    toy.adapter
-        .weight
-        .val()
-        .inner()
-        .to_data()
-        .assert_approx_eq::<f32>(&want.to_data(), Default::default());
+    toy.assert_adapter_weight(&want);
 }
