@@ -3,7 +3,7 @@
 //! Prints median step time, samples/s, tokens/s, peak RSS (`VmHWM`) and one JSON line.
 //!
 //! `--bits 8bit|4bit` quantizes the frozen LLaMA block linears (LaVIN-lite) after building the
-//! model; `--gradient-checkpointing` recomputes each LLaMA block in backward
+//! model; `--gradient-checkpointing` recomputes each ViT and LLaMA block in backward
 //! ([`lavin_model::recompute`]), `--checkpoint-ops` runs on `Autodiff<_, BalancedCheckpointing>`.
 
 use std::time::Instant;
@@ -45,7 +45,7 @@ pub struct BenchReport {
     pub bits: String,
     /// Dtype of the dense frozen LLaMA weights (`f32`, `fp16`, `bf16`).
     pub precision: String,
-    /// `--gradient-checkpointing`: LLaMA blocks recomputed in backward.
+    /// `--gradient-checkpointing`: ViT and LLaMA blocks recomputed in backward.
     pub gradient_checkpointing: bool,
     /// `--checkpoint-ops`: Burn's `BalancedCheckpointing`.
     pub checkpoint_ops: bool,

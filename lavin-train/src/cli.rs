@@ -67,7 +67,7 @@ pub struct BenchArgs {
     /// Frozen LLaMA block linears: 16bit (dense), 8bit, 4bit (wgpu/cuda only).
     #[arg(long, default_value = "16bit")]
     pub bits: String,
-    /// Keep only each LLaMA block's input and recompute the block in backward (as
+    /// Keep only each ViT and LLaMA block's input and recompute the block in backward (as
     /// `torch.utils.checkpoint`; what training's `--gradient-checkpointing` does).
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -181,8 +181,8 @@ pub struct TrainArgs {
     /// 4bit | 8bit | 16bit.
     #[arg(long)]
     pub bits: Option<String>,
-    /// Recompute each LLaMA block in backward, keeping only the blocks' inputs (less memory,
-    /// one more forward of the blocks).
+    /// Recompute each ViT and LLaMA block in backward, keeping only the blocks' inputs (less
+    /// memory, one more forward of the blocks).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub gradient_checkpointing: Option<bool>,
     /// Seed.

@@ -117,7 +117,7 @@ pub struct TrainConfig {
     // ---- runtime ----
     /// Frozen weight precision of the original (`16bit`; `4bit`/`8bit` quantised).
     pub bits: String,
-    /// Recompute each LLaMA block in backward (`lavin_model::recompute`).
+    /// Recompute each ViT and LLaMA block in backward (`lavin_model::recompute`).
     pub gradient_checkpointing: bool,
     /// Seed of initialisation, dropout and data order.
     pub seed: u64,

@@ -60,7 +60,7 @@ where
         }
     }
 
-    /// Recompute each LLaMA block in backward (gradient checkpointing) when `on`.
+    /// Recompute each ViT and LLaMA block in backward (gradient checkpointing) when `on`.
     pub fn with_recompute(mut self, on: bool) -> Self {
         self.recompute = on;
         self

@@ -355,15 +355,17 @@ fn is_original_checkpoint(p: &Path) -> bool {
 }
 
 /// The whole run on backend `B` (autodiff on top; with `gradient_checkpointing` the trainer
-/// recomputes each LLaMA block in backward, see `lavin_model::recompute`). The model is loaded
-/// on `devices[0]`; further devices get replicas for data-parallel training.
+/// recomputes each ViT and LLaMA block in backward, see `lavin_model::recompute`). The model is
+/// loaded on `devices[0]`; further devices get replicas for data-parallel training.
 pub fn run_on<B: Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
     devices: &[B::Device],
 ) -> anyhow::Result<Summary> {
     if cfg.gradient_checkpointing {
-        eprintln!("lavin-train: gradient checkpointing (LLaMA blocks recomputed in backward)");
+        eprintln!(
+            "lavin-train: gradient checkpointing (ViT and LLaMA blocks recomputed in backward)"
+        );
     }
     let device = &devices[0];
     type AB<B> = Autodiff<B>; // gradient checkpointing is block recomputation, not a strategy

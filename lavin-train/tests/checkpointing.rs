@@ -1,7 +1,7 @@
-//! `--gradient-checkpointing` (LLaMA blocks recomputed in backward) trains bit-identically on
-//! the embedded tiny default, whose adapters have no dropout. (With dropout, each block draws
-//! its masks from the step's seed; `lavin-model/tests/recompute.rs` checks that the
-//! recomputation draws the forward's masks.)
+//! `--gradient-checkpointing` (ViT and LLaMA blocks recomputed in backward) trains
+//! bit-identically on the embedded tiny default, whose adapters have no dropout. (With dropout,
+//! each block draws its masks from the step's seed; `lavin-model/tests/recompute.rs` checks that
+//! the recomputation draws the forward's masks.)
 //!
 //! Its own test binary: the backend's RNG is process-global, so a test running in parallel would
 //! change the adapters' dropout masks between the two runs compared here.
