@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use lavin_infer::generator::{GenRequest, SamplingParams};
 use lavin_infer::images::load_image_file;
-use lavin_infer::wiring::{load_generator, ModelArgs};
+use lavin_infer::load::load_generator;
+use lavin_infer::model_args::ModelArgs;
 
 #[derive(Parser)]
 struct Args {

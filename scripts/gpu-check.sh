@@ -2,9 +2,10 @@
 # GPU checks for a lent CUDA machine (no Rust toolchain there): CUDA parity on the bundled
 # fixture, then 7B-shape training (paper settings, and LaVIN-lite) and inference benchmarks.
 #
-# Build here first (see README "GPU checks"):
+# Build here first (see docs/gpu.md):
 #   CUDARC_CUDA_VERSION=13000 CARGO_TARGET_DIR=target/cuda cargo build --release \
-#     -p lavin-infer -p lavin-train --features lavin-infer/cuda,lavin-train/cuda
+#     -p lavin-infer -p lavin-train -p lavin-tools \
+#     --features lavin-infer/cuda,lavin-train/cuda,lavin-tools/cuda
 #   scripts/gpu-pack.sh            # stripped, xz-compressed binaries in .gpu/
 # Then run `bash scripts/gpu-check.sh` on the device with `.gpu` carried. Locally,
 # `BACKEND=flex PRESET=tiny bash scripts/gpu-check.sh` rehearses the same steps on the CPU.
@@ -68,7 +69,7 @@ step() {
 }
 
 FIXTURE=${FIXTURE:-tests/data/parity/tiny-a}
-step parity 100 "$BIN/lavin-infer" parity "$FIXTURE" --backend "$BACKEND"
+step parity 100 "$BIN/lavin-tools" parity "$FIXTURE" --backend "$BACKEND"
 # Paper settings: batch 4, 512 tokens, fp16 frozen base, f32 adapters.
 step train-7b 150 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 4 --warmup 2 --steps 4
@@ -77,7 +78,7 @@ step infer-7b 120 "$BIN/lavin-infer" bench --preset "$PRESET" --backend "$BACKEN
 # LaVIN-lite: 4-bit block linears, blocks recomputed in backward, batch 1 (target <= 9 GB).
 step train-7b-lite 90 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 1 --warmup 1 --steps 2 --bits 4bit --gradient-checkpointing
-# The same step with Burn's composed ops instead of the lean autodiff ones (fused/lean.rs):
+# The same step with Burn's composed ops instead of the lean autodiff ones (kernels/lean_autodiff.rs):
 # what they save in memory and time on the GPU.
 step train-7b-composed 150 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 4 --warmup 2 --steps 4 --composed-ops

@@ -4,7 +4,7 @@
 set -eu
 SRC=${CARGO_TARGET_DIR:-target/cuda}/release
 mkdir -p .gpu
-for b in lavin-infer lavin-train; do
+for b in lavin-infer lavin-train lavin-tools; do
     strip -o ".gpu/$b" "$SRC/$b"
     xz -T0 -6 -f ".gpu/$b"
 done

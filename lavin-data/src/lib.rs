@@ -17,6 +17,7 @@ pub mod batch;
 mod error;
 pub mod image;
 pub mod instruct;
+mod problem;
 pub mod prompt;
 mod proto;
 pub mod scienceqa;

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::scienceqa::Problem;
+use crate::problem::Problem;
 
 /// The option letters of the original (`args.options`): at most five choices.
 pub const OPTIONS: [&str; 5] = ["A", "B", "C", "D", "E"];

@@ -4,57 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 
 use crate::error::{read_json, DataError};
+pub use crate::problem::Problem;
 use crate::prompt::{build_prompt, PromptFormat};
 use crate::tokenizer::{Tokenizer, TokenizerError};
-
-/// One ScienceQA problem (a value of `problems.json`), plus its caption.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    pub question: String,
-    pub choices: Vec<String>,
-    /// Index of the correct choice.
-    pub answer: usize,
-    /// Text context; `null` is read as "".
-    #[serde(deserialize_with = "null_as_empty")]
-    pub hint: String,
-    /// Image file name (always `image.png` in ScienceQA) or `None`.
-    #[serde(default)]
-    pub image: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub task: String,
-    /// `"grade1"` .. `"grade12"`.
-    pub grade: String,
-    /// `"natural science"`, `"social science"` or `"language science"`.
-    pub subject: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub topic: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub category: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub skill: String,
-    #[serde(deserialize_with = "null_as_empty")]
-    pub lecture: String,
-    #[serde(deserialize_with = "null_as_empty")]
-    pub solution: String,
-    pub split: String,
-    /// From `captions.json` ("" when it has none), as the original attaches it.
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub caption: String,
-}
-
-impl Problem {
-    /// Whether the problem has an image (a non-empty `image` field).
-    pub fn has_image(&self) -> bool {
-        self.image.as_deref().is_some_and(|s| !s.is_empty())
-    }
-}
-
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
 
 /// What to do when a problem's image file is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -103,7 +103,21 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// The text the original puts before an image's feature rows.
+pub const IMAGE_PREFIX: &str = "Image: ";
+/// The text the original puts where a text-only item would have its image.
+pub const NO_IMAGE_PREFIX: &str = "Image: N/A";
+
 impl Tokenizer {
+    /// `encode(IMAGE_PREFIX)` and `encode(NO_IMAGE_PREFIX)` without BOS/EOS: the model's
+    /// `prefix_img` / `prefix_nonimg`.
+    pub fn image_prefixes(&self) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
+        Ok((
+            self.encode(IMAGE_PREFIX, false, false)?,
+            self.encode(NO_IMAGE_PREFIX, false, false)?,
+        ))
+    }
+
     /// Loads `tokenizer.model` (SentencePiece protobuf) or `tokenizer.json` (HF format),
     /// chosen by the `.json` extension.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {

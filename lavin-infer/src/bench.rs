@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use lavin_model::llama::BaseFormat;
 use lavin_model::{Lavin, LavinConfig, Positions};
-use lavin_train::bench::{median, peak_rss_mib};
+use lavin_backends::{median, peak_rss_mib};
 use serde::Serialize;
 
 /// One measured configuration.

@@ -15,7 +15,8 @@ use crate::eval_sqa::{
 use crate::generator::{Generator, SamplingParams, ScriptedGenerator};
 use crate::images::load_image_file;
 use crate::serve::{run_blocking, ServeConfig};
-use crate::wiring::{load_generator, ModelArgs};
+use crate::load::load_generator;
+use crate::model_args::ModelArgs;
 
 /// LaVIN inference: evaluation, scoring, chat and serving.
 #[derive(Debug, Parser)]
@@ -29,7 +30,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check this implementation against a parity fixture folder.
+    /// Check this implementation against a parity case folder (runs `lavin-tools parity`).
+    #[command(disable_help_flag = true)]
     Parity(ParityArgs),
     /// ScienceQA evaluation as the original eval.py (writes preds.json, prints the table).
     EvalSqa(EvalSqaArgs),
@@ -45,42 +47,24 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// `parity`.
+/// `parity`: its arguments go to `lavin-tools parity` as they are.
 #[derive(Debug, Args)]
 pub struct ParityArgs {
-    /// One case folder (like tests/data/parity/tiny-a).
-    pub dir: PathBuf,
-    /// Backend (default: the `tests` job of backends.toml would be ndarray; here `infer`'s first).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// f32 or tf32 (f32 bounds x50 for TF32 matmuls). Default: tf32 on cuda, f32 elsewhere.
-    #[arg(long, value_enum)]
-    pub bounds: Option<crate::parity::Bounds>,
-}
-
-/// `parity` on the chosen backend.
-struct ParityRun<'a>(&'a Path, crate::parity::Bounds);
-
-impl crate::load::BackendJob for ParityRun<'_> {
-    type Output = bool;
-    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<bool> {
-        let sections = crate::parity::run::<B>(self.0, &device, self.1)?;
-        Ok(crate::parity::print_report(&sections, self.1))
-    }
+    /// `DIR [--backend B] [--bounds f32|tf32]`, as `lavin-tools parity` takes them.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// `bench` on the chosen backend.
-struct BenchRun<'a>(&'a BenchArgs);
+struct BenchRun<'a>(&'a BenchArgs, lavin_backends::BackendChoice);
 
-impl crate::load::BackendJob for BenchRun<'_> {
+impl lavin_backends::BackendJob for BenchRun<'_> {
     type Output = ();
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let a = self.0;
-        let choice = crate::load::choose(a.backend.as_deref(), a.precision.as_deref())?;
+        let (a, choice) = (self.0, self.1);
         let format = lavin_model::llama::BaseFormat {
             precision: choice.precision,
-            bits: lavin_model::quant::parse_bits(&a.bits)
-                .with_context(|| format!("--bits {}", a.bits))?,
+            bits: a.backend.bits.quantized(),
         };
         let results = crate::bench::run::<B>(
             &a.preset,
@@ -289,15 +273,9 @@ pub struct BenchArgs {
     /// New tokens.
     #[arg(long, default_value_t = 64)]
     pub max_gen_len: usize,
-    /// Backend: ndarray, wgpu, cuda (default: backends.toml's `infer` list).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Frozen LLaMA weights: f32, fp16 or bf16 (default: backends.toml's `infer` entry).
-    #[arg(long)]
-    pub precision: Option<String>,
-    /// Frozen LLaMA block linears: 16bit (dense), 8bit or 4bit (LaVIN-lite; 4bit not on ndarray).
-    #[arg(long, default_value = "16bit")]
-    pub bits: String,
+    /// Backend, precision and width of the frozen base.
+    #[command(flatten)]
+    pub backend: lavin_backends::BackendArgs,
 }
 
 fn progress_bar(what: &str) -> ProgressBar {
@@ -325,23 +303,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // The server's model thread moves each job onto a worker itself (`serve::worker`);
         // its main thread blocks in the HTTP runtime for good.
         command @ Command::Serve(_) => run_command(command),
-        command => lavin_model::backends::on_worker_thread(|| run_command(command)),
+        command => lavin_backends::on_worker_thread(|| run_command(command)),
     }
 }
 
 fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Parity(a) => {
-            let kind = crate::load::selected_backend(a.backend.as_deref())?;
-            let bounds = a
-                .bounds
-                .unwrap_or_else(|| crate::parity::Bounds::for_backend(kind));
-            let ok = crate::load::with_backend(a.backend.as_deref(), ParityRun(&a.dir, bounds))?;
-            if !ok {
-                anyhow::bail!("parity: some checks FAILED (see the table above)");
-            }
-            Ok(())
-        }
+        Command::Parity(a) => crate::tools::parity(&a.args),
         Command::Score(a) => {
             let problems = match (&a.problems, &a.data_root) {
                 (Some(p), _) => p.clone(),
@@ -451,7 +419,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             };
             run_blocking(&a.host, a.port, generator, cfg).context("serve")
         }
-        Command::Bench(a) => crate::load::with_backend(a.backend.as_deref(), BenchRun(&a)),
+        Command::Bench(a) => {
+            let choice = crate::load::choose(&a.backend)?;
+            lavin_backends::dispatch(choice.backend, BenchRun(&a, choice))
+        }
     }
 }
 
@@ -496,7 +467,7 @@ mod tests {
         };
         assert_eq!(a.decode.params(64).temperature, 0.0);
         assert_eq!(a.model.temperature, Some(10.0));
-        assert_eq!(a.model.positions, crate::wiring::Positions::Consistent);
+        assert_eq!(a.model.positions, lavin_model::Positions::Consistent);
     }
 
     #[test]

@@ -2,26 +2,28 @@
 //! scoring, chat in the terminal and in a browser (with an OpenAI-compatible API).
 //!
 //! All tools talk to the model through the [`generator::Generator`] trait, so they run (and are
-//! tested) with [`generator::ScriptedGenerator`] as well as with the real model.
+//! tested) with [`generator::ScriptedGenerator`] as well as with the real model
+//! ([`lavin_generator::LavinGenerator`]).
 //!
 //! Modules: [`sampling`] (greedy / temperature / top-p / top-k on the device), [`eval_sqa`]
 //! (ScienceQA eval and `score`), [`eval_mme`], [`chat`] (the demo's conversation format and the
 //! terminal loop), [`serve`] (web page + OpenAI-compatible API), [`images`] (decoding uploads and
-//! files), [`wiring`] (model flags and the hook that loads the model), [`cli`].
+//! files), [`model_args`] (the flags that describe a model) and [`load`] (which turns them into a
+//! generator), [`cli`].
 
 pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod eval_mme;
 pub mod eval_sqa;
-pub mod generate;
+pub mod lavin_generator;
 pub mod generator;
 pub mod images;
 pub mod load;
-pub mod parity;
+pub mod model_args;
 pub mod sampling;
 pub mod serve;
-pub mod wiring;
+pub mod tools;
 
 /// An error and its causes on one line, each cause shown only when the message above it does
 /// not already include it (most errors here print their source inline).

@@ -1,32 +1,25 @@
 //! Building a [`LavinGenerator`] from command-line flags on the backend `backends.toml` picks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
-use lavin_model::backends::{BackendChoice, BackendKind, BackendPrefs, Precision};
+use lavin_backends::{dispatch, BackendArgs, BackendChoice, BackendJob, Precision};
 use lavin_model::llama::BaseFormat;
-use lavin_model::quant::{check_backend, parse_bits};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
-use lavin_model::{AdapterConfig, LavinConfig, LlamaAdapterType, Positions, VisualAdapterType};
+use lavin_model::{AdapterConfig, LavinConfig};
 
-use crate::generate::LavinGenerator;
+use crate::lavin_generator::LavinGenerator;
 use crate::generator::Generator;
-use crate::wiring::{self, ModelArgs};
-
-/// The bundled tiny base (pretrained on the mini dataset's train split), used when no
-/// `--llama-model-path` is given.
-pub fn bundled_base() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-base")
-}
+use crate::model_args::ModelArgs;
 
 /// Where the LLaMA weights are (see [`LlamaWeights::locate`]; the bundled base by default).
 fn llama_location(args: &ModelArgs) -> anyhow::Result<LlamaWeights> {
     let root = match &args.llama_model_path {
         Some(p) => p.clone(),
-        None => bundled_base().join("llama"),
+        None => lavin_model::bundled::base_dir().join(lavin_model::bundled::LLAMA_DIR),
     };
     let vicuna = args.use_vicuna.then_some(args.vicuna_delta.as_deref());
     Ok(LlamaWeights::locate(&root, &args.llm_model, vicuna)?)
@@ -38,7 +31,7 @@ fn tokenizer_path(args: &ModelArgs) -> PathBuf {
     }
     match &args.llama_model_path {
         Some(p) => p.join("tokenizer.model"),
-        None => bundled_base().join("tokenizer.model"),
+        None => lavin_model::bundled::base_dir().join(lavin_model::bundled::TOKENIZER_FILE),
     }
 }
 
@@ -55,7 +48,7 @@ pub fn resolve_config(
             format!("--preset: unknown preset `{name}` (tiny, small, 7b-shape)")
         })?,
         // The bundled base: its own shapes (CLIP heads are not recoverable from weights there).
-        None if args.llama_model_path.is_none() => lavin_train::pretrain::tiny_default(),
+        None if args.llama_model_path.is_none() => lavin_model::bundled::config(),
         None => LavinConfig::llama_7b(),
     };
     if args.llama_model_path.is_some() {
@@ -67,19 +60,8 @@ pub fn resolve_config(
     config.llama = llama;
     config.max_seq_len = args.max_seq_len;
     config.adapter = AdapterConfig {
-        llama: match args.adapter_type.as_str() {
-            "attn" => LlamaAdapterType::Attn,
-            "block" => LlamaAdapterType::Block,
-            other => bail!("--adapter-type: `{other}` is not one of attn, block"),
-        },
-        visual: match args.visual_adapter_type.as_str() {
-            "normal" => VisualAdapterType::Normal,
-            "router" => VisualAdapterType::Router,
-            "router_block" => VisualAdapterType::RouterBlock,
-            other => {
-                bail!("--visual-adapter-type: `{other}` is not one of normal, router, router_block")
-            }
-        },
+        llama: args.adapter_type,
+        visual: args.visual_adapter_type,
         dim: args.adapter_dim,
         scale: args.adapter_scale as f64,
         temperature: router_temperature as f64,
@@ -94,16 +76,15 @@ pub fn resolve_config(
             config.n_feats()
         );
     }
-    config.prefix_img = tokenizer.encode("Image: ", false, false)?;
-    config.prefix_nonimg = tokenizer.encode("Image: N/A", false, false)?;
+    (config.prefix_img, config.prefix_nonimg) = tokenizer.image_prefixes()?;
     Ok((config, weights))
 }
 
 fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     match (&args.clip_path, &args.llama_model_path) {
         (Some(p), _) => Ok(p.clone()),
-        (None, None) => Ok(bundled_base().join("clip-vision.safetensors")),
-        (None, Some(_)) => bail!("--clip-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see the README)"),
+        (None, None) => Ok(lavin_model::bundled::base_dir().join(lavin_model::bundled::CLIP_FILE)),
+        (None, Some(_)) => bail!("--clip-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see docs/weights.md)"),
     }
 }
 
@@ -126,58 +107,24 @@ fn build<B: Backend>(
         // Half precision / LaVIN-lite: the LLaMA is converted while loading, block by block.
         format: BaseFormat {
             precision,
-            bits: parse_bits(&args.bits)?,
+            bits: args.backend.bits.quantized(),
         },
     };
     let model = load_lavin::<B>(&config, &spec, &device)?;
-    let positions = match args.positions {
-        wiring::Positions::Faithful => Positions::Faithful,
-        wiring::Positions::Consistent => Positions::Consistent,
-    };
     Ok(Box::new(LavinGenerator::new(
-        model, tokenizer, device, positions,
+        model,
+        tokenizer,
+        device,
+        args.positions,
     )))
 }
 
-/// Work that runs generically on whichever backend was chosen.
-pub trait BackendJob {
-    type Output;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
-}
-
-/// Runs `job` on the backend chosen by `backends.toml` (job `infer`) or forced by `--backend`;
-/// forcing one that is not compiled in is an error naming the cargo feature to build with.
-pub fn with_backend<J: BackendJob>(forced: Option<&str>, job: J) -> anyhow::Result<J::Output> {
-    dispatch(selected_backend(forced)?, job)
-}
-
-/// Runs `job` on backend `kind` (an error if it is not compiled in).
-fn dispatch<J: BackendJob>(kind: BackendKind, job: J) -> anyhow::Result<J::Output> {
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => job.run::<burn::backend::NdArray>(Default::default()),
-        #[cfg(feature = "flex")]
-        BackendKind::Flex => job.run::<burn::backend::Flex>(Default::default()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default()),
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this binary"),
-    }
-}
-
-/// The backend `with_backend` runs on (`backends.toml` job `infer`, or `--backend`).
-pub fn selected_backend(forced: Option<&str>) -> anyhow::Result<BackendKind> {
-    Ok(choose(forced, None)?.backend)
-}
-
-/// Backend and frozen-weight precision (`backends.toml` job `infer`, `--backend`,
-/// `--precision`); a precision the backend cannot run is refused here.
-pub fn choose(forced: Option<&str>, precision: Option<&str>) -> anyhow::Result<BackendChoice> {
-    BackendPrefs::embedded()?
-        .select_named("infer", forced, precision)
-        .context("--backend / --precision")
+/// Backend and frozen-weight precision for inference (`backends.toml` job `infer`, `--backend`,
+/// `--precision`); a precision or base width the backend cannot run is refused here.
+pub fn choose(backend: &BackendArgs) -> anyhow::Result<BackendChoice> {
+    backend
+        .choose("infer")
+        .context("--backend / --precision / --bits")
 }
 
 struct LoadJob<'a>(&'a ModelArgs, f32, Precision);
@@ -189,17 +136,22 @@ impl BackendJob for LoadJob<'_> {
     }
 }
 
-/// Loads the generator on the backend chosen by `backends.toml` (job `infer`) or `--backend`.
-pub fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
-    // `--bits` the backend cannot run (4bit on ndarray) fails before anything is read.
-    // So does a `--precision` it cannot (fp16 on ndarray).
-    let bits = parse_bits(&args.bits).with_context(|| format!("--bits {}", args.bits))?;
-    let choice = choose(args.backend.as_deref(), args.precision.as_deref())?;
-    check_backend(bits, choice.backend)?;
-    dispatch(
-        choice.backend,
-        LoadJob(args, router_temperature, choice.precision),
-    )
+/// Loads the model `args` describe, with the given router temperature, on the backend
+/// `backends.toml` (job `infer`) or `--backend` picks; errors say which command was loading.
+pub fn load_generator(
+    command: &'static str,
+    args: &ModelArgs,
+    router_temperature: f32,
+) -> anyhow::Result<Box<dyn Generator>> {
+    // Everything the backend cannot run (4bit or fp16 on ndarray) fails before anything is read.
+    let load = || {
+        let choice = choose(&args.backend)?;
+        dispatch(
+            choice.backend,
+            LoadJob(args, router_temperature, choice.precision),
+        )
+    };
+    load().map_err(|e| e.context(format!("{command}: loading the model")))
 }
 
 #[cfg(test)]
@@ -214,15 +166,36 @@ mod tests {
         model: ModelArgs,
     }
 
-    fn args(extra: &[&str]) -> ModelArgs {
+    fn parse(extra: &[&str]) -> Result<ModelArgs, clap::Error> {
         let mut v = vec!["t"];
         v.extend_from_slice(extra);
-        Flags::try_parse_from(v).unwrap().model
+        Flags::try_parse_from(v).map(|f| f.model)
+    }
+
+    fn args(extra: &[&str]) -> ModelArgs {
+        parse(extra).unwrap()
+    }
+
+    fn load(args: &ModelArgs, router_temperature: f32) -> anyhow::Result<Box<dyn Generator>> {
+        load_generator("test", args, router_temperature)
     }
 
     #[test]
     fn bits_default_to_16bit() {
-        assert_eq!(args(&[]).bits, "16bit");
+        assert_eq!(args(&[]).backend.bits, lavin_model::quant::BaseBits::Dense);
+    }
+
+    #[test]
+    fn flags_list_their_values() {
+        let e = parse(&["--bits", "3bit"]).err().unwrap().to_string();
+        assert!(e.contains("3bit") && e.contains("16bit, 8bit, 4bit"), "{e}");
+        let e = parse(&["--precision", "fp8"]).err().unwrap().to_string();
+        assert!(e.contains("fp8") && e.contains("f32, fp16, bf16"), "{e}");
+        let e = parse(&["--visual-adapter-type", "plain"]).err().unwrap().to_string();
+        assert!(e.contains("normal, router, router_block"), "{e}");
+        let a = args(&["--visual-adapter-type", "router_block", "--adapter-type", "block"]);
+        assert_eq!(a.visual_adapter_type, lavin_model::VisualAdapterType::RouterBlock);
+        assert_eq!(a.adapter_type, lavin_model::LlamaAdapterType::Block);
     }
 
     #[cfg(feature = "ndarray")]
@@ -242,11 +215,6 @@ mod tests {
             e.contains("4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray"),
             "{e}"
         );
-        let e = format!(
-            "{:#}",
-            load(&args(&["--bits", "3bit"]), 10.0).err().unwrap()
-        );
-        assert!(e.contains("3bit"), "{e}");
     }
 
     #[cfg(feature = "ndarray")]
@@ -262,11 +230,6 @@ mod tests {
         ]);
         let e = format!("{:#}", load(&a, 10.0).err().expect("refused"));
         assert!(e.contains("ndarray") && e.contains("fp16"), "{e}");
-        let e = format!(
-            "{:#}",
-            load(&args(&["--precision", "fp8"]), 10.0).err().unwrap()
-        );
-        assert!(e.contains("--precision") && e.contains("fp8"), "{e}");
     }
 
     #[cfg(feature = "ndarray")]

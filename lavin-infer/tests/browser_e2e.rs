@@ -95,7 +95,7 @@ fn test_generator() -> Box<dyn Generator> {
     let lavin_infer::cli::Command::Serve(args) = cli.command else {
         unreachable!("parsed serve")
     };
-    lavin_infer::wiring::load_generator("browser test", &args.session.model, 5.0)
+    lavin_infer::load::load_generator("browser test", &args.session.model, 5.0)
         .expect("the bundled tiny model loads")
 }
 

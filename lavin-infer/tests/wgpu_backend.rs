@@ -8,9 +8,9 @@ use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
-use lavin_infer::generate::LavinGenerator;
+use lavin_infer::lavin_generator::LavinGenerator;
 use lavin_infer::generator::{GenRequest, Generator, SamplingParams};
-use lavin_model::parity::{host, Case, Check};
+use lavin_parity::{host, Case, Check};
 use lavin_model::Positions;
 
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");

@@ -1,4 +1,4 @@
-//! Memory and accuracy of [`FrozenQuantLinear`] (issue 6), on NdArray (CPU).
+//! Memory and accuracy of [`FrozenQuantLinear`], on NdArray (CPU).
 //!
 //! `cargo bench -p lavin-model --bench quant_memory`
 //!

@@ -196,16 +196,32 @@ impl<B: Backend> RepAdapterRouter<B> {
     }
 
     /// `x [B, T, C]`, `weights` broadcastable to `[B, T, 2]` (`[B, 1, 2]` for LLaMA's per-item
-    /// routing, `[1, T, 2]` for CLIP's item-0 routing) -> `[B, T, C]`.
+    /// routing, `[1, T, 2]` for CLIP's item-0 routing) -> `[B, T, C]`:
+    /// `x + s·w0·B(a) + s·w1·D(a)` with `a = dropout(A x)`.
     pub fn forward(&self, x: Tensor<B, 3>, weights: Tensor<B, 3>) -> Tensor<B, 3> {
         let a = self.dropout.forward(self.conv_a.forward(x.clone()));
-        let [n, t, r] = a.dims();
-        let c = x.dims()[2];
+        let [n, t, _] = a.dims();
         let w = (weights * self.scale).expand([n, t, 2]);
+        if crate::kernels::enabled() {
+            return x + self.experts_merged(a, w);
+        }
+        x + self.experts(a, w)
+    }
+
+    /// The two experts weighted by the router: `w0·B(a) + w1·D(a)`.
+    fn experts(&self, a: Tensor<B, 3>, w: Tensor<B, 3>) -> Tensor<B, 3> {
         let (w0, w1) = (w.clone().narrow(2, 0, 1), w.narrow(2, 1, 1));
-        // `x + w0 conv_b(a) + w1 conv_d(a)` as one matmul over the small side (the maps are
-        // linear): `[w0 a | w1 a | w0 | w1] · [B; D; b_b; b_d]`, so the full-size activations
-        // see one matmul and one add instead of two convs, two scalings and two adds.
+        self.conv_b.forward(a.clone()) * w0 + self.conv_d.forward(a) * w1
+    }
+
+    /// The fast path of [`experts`](Self::experts): one matmul
+    /// over the small side (the maps are linear), `[w0 a | w1 a | w0 | w1] · [B; D; b_b; b_d]`,
+    /// so the full-size activations see one matmul and one add instead of two convs, two
+    /// scalings and two adds.
+    fn experts_merged(&self, a: Tensor<B, 3>, w: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [n, t, r] = a.dims();
+        let c = self.conv_b.bias.dims()[0];
+        let (w0, w1) = (w.clone().narrow(2, 0, 1), w.narrow(2, 1, 1));
         let lhs = Tensor::cat(vec![a.clone() * w0.clone(), a * w1.clone(), w0, w1], 2);
         let rhs = Tensor::cat(
             vec![
@@ -217,7 +233,7 @@ impl<B: Backend> RepAdapterRouter<B> {
             0,
         );
         let k = 2 * r + 2;
-        x + lhs.reshape([n * t, k]).matmul(rhs).reshape([n, t, c])
+        lhs.reshape([n * t, k]).matmul(rhs).reshape([n, t, c])
     }
 }
 
@@ -280,5 +296,28 @@ mod tests {
         y.into_data()
             .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
         let _ = TensorData::from([0.0f32]);
+    }
+
+    #[test]
+    fn merged_experts_equal_the_plain_formula() {
+        let dev = Default::default();
+        let mut router = RepAdapterRouter::<B>::new(6, 4, 2, 0.7, 3.0, 0.0, &dev);
+        // Non-zero up-projections and biases, so both experts contribute.
+        let rand = |shape: [usize; 3]| {
+            Param::from_tensor(Tensor::<B, 3>::random(shape, Distribution::Default, &dev))
+        };
+        router.conv_b.weight = rand([6, 2, 1]);
+        router.conv_d.weight = rand([6, 2, 1]);
+        router.conv_b.bias = Param::from_tensor(Tensor::random([6], Distribution::Default, &dev));
+        router.conv_d.bias = Param::from_tensor(Tensor::random([6], Distribution::Default, &dev));
+        let a = Tensor::<B, 3>::random([2, 3, 4], Distribution::Default, &dev);
+        let x0 = Tensor::<B, 3>::random([2, 1, 6], Distribution::Default, &dev);
+        let w = router.route(x0).expand([2, 3, 2]);
+        let merged = router.experts_merged(a.clone(), w.clone());
+        let plain = router.experts(a, w);
+        assert!(plain.clone().abs().max().into_scalar() > 0.1);
+        merged
+            .into_data()
+            .assert_approx_eq::<f32>(&plain.into_data(), Tolerance::default());
     }
 }

@@ -9,8 +9,8 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{RepAdapter, RepAdapterRouter};
 use crate::config::{ClipRouterMode, LavinConfig, VisualAdapterType};
-use crate::fused;
-use crate::llama::base_linear::mixed_linear;
+use crate::kernels;
+use crate::llama::frozen_linear::mixed_linear;
 use crate::sdpa::sdpa;
 
 /// CLIP's LayerNorm epsilon (not in any config file).
@@ -38,7 +38,7 @@ impl<B: Backend> ClipAttention<B> {
         let hd = w / self.heads;
         let qkv = mixed_linear(&self.in_proj, x); // [N, T, 3W]
         let split = |i: usize| {
-            fused::swap_middle(
+            kernels::swap_middle(
                 qkv.clone()
                     .narrow(2, i * w, w)
                     .reshape([n, t, self.heads, hd]),
@@ -46,7 +46,7 @@ impl<B: Backend> ClipAttention<B> {
         };
         let (q, k, v) = (split(0), split(1), split(2)); // [N, H, T, hd]
         let out = sdpa(q, k, v, None); // [N, H, T, hd]
-        mixed_linear(&self.out_proj, fused::swap_middle(out).reshape([n, t, w]))
+        mixed_linear(&self.out_proj, kernels::swap_middle(out).reshape([n, t, w]))
     }
 }
 
@@ -61,7 +61,7 @@ impl<B: Backend> ClipMlp<B> {
     /// `[N, T, W] -> [N, T, W]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let u = mixed_linear(&self.c_fc, x);
-        mixed_linear(&self.c_proj, fused::quick_gelu(u))
+        mixed_linear(&self.c_proj, kernels::quick_gelu(u))
     }
 }
 

@@ -74,6 +74,7 @@ impl ClipConfig {
 
 /// Where adapters sit in the LLaMA blocks (`--adapter-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum LlamaAdapterType {
     /// A router adapter in front of attention.
@@ -84,6 +85,7 @@ pub enum LlamaAdapterType {
 
 /// Which adapters the CLIP blocks get (`--visual-adapter-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum VisualAdapterType {
     /// Plain RepAdapter before attention: replaces its input (no residual, no scale).
@@ -91,11 +93,13 @@ pub enum VisualAdapterType {
     /// Router adapter before attention.
     Router,
     /// Router adapters before attention and before the MLP.
+    #[cfg_attr(feature = "clap", value(name = "router_block", alias = "router-block"))]
     RouterBlock,
 }
 
 /// How CLIP routers pick their weights inside a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ClipRouterMode {
     /// The original: CLIP runs on a (tokens, batch, width) tensor and its routers read `x[:, 0]`,
@@ -103,6 +107,7 @@ pub enum ClipRouterMode {
     #[default]
     Reference,
     /// Each item routes on its own tokens (what it gets in a batch of one).
+    #[cfg_attr(feature = "clap", value(name = "per_item", alias = "per-item"))]
     PerItem,
 }
 
@@ -213,7 +218,19 @@ impl LavinConfig {
         Self::llama("7B").expect("7B is a known preset")
     }
 
-    /// The benchmark preset pinned by the training issue (exact shapes, to compare runs).
+    /// A slice of LaVIN-7B for memory measurements: the 7B shapes (dim 4096, 32 heads, FFN
+    /// 11008, vocab 32000, seq 512) with `llama_layers` LLaMA blocks, and ViT-L/14 at 224 with
+    /// `vit_layers` blocks (24 = the whole tower; features come from every 4th block, so a cut
+    /// tower gives `vit_layers / 4` image features). What grows with each added LLaMA block,
+    /// times 32, is the full model's.
+    pub fn llama_7b_slice(llama_layers: usize, vit_layers: usize) -> Self {
+        let mut c = Self::llama_7b();
+        c.llama.n_layers = llama_layers;
+        c.clip.layers = vit_layers;
+        c
+    }
+
+    /// The benchmark preset (fixed shapes, so runs compare across time and implementations).
     pub fn small() -> Self {
         Self {
             llama: LlamaConfig {
@@ -309,5 +326,19 @@ mod tests {
     fn vit_l14_gives_six_features() {
         assert_eq!(LavinConfig::llama_7b().n_feats(), 6);
         assert_eq!(LavinConfig::vit_l14().tokens(), 257);
+    }
+
+    #[test]
+    fn seven_b_slice_keeps_the_7b_shapes() {
+        let s = LavinConfig::llama_7b_slice(2, 8);
+        let full = LavinConfig::llama_7b();
+        assert_eq!((s.llama.n_layers, s.clip.layers, s.n_feats()), (2, 8, 2));
+        assert_eq!(s.llama.ffn_hidden(), 11008);
+        let cut = |mut c: LavinConfig| {
+            c.llama.n_layers = 0;
+            c.clip.layers = 0;
+            c
+        };
+        assert_eq!(cut(s), cut(full));
     }
 }

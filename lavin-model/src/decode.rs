@@ -16,6 +16,7 @@ use crate::Lavin;
 
 /// Rotary positions of the rows fed after the first step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Positions {
     /// As the original generator: the row at buffer index p gets position p (training: p + 1).

@@ -10,17 +10,17 @@
 //! - [`weights`]: Meta/HF LLaMA, OpenAI/HF CLIP, LaVIN adapter checkpoints.
 
 pub mod adapter;
-pub mod backends;
+pub mod bundled;
 pub mod cache;
 pub mod clip;
 pub mod config;
 pub mod decode;
 pub mod error;
-pub mod fused;
+pub mod kernels;
 pub mod lavin;
 pub mod llama;
 pub mod loss;
-pub mod parity;
+pub mod precision;
 pub mod quant;
 pub mod recompute;
 pub mod sdpa;
@@ -32,4 +32,5 @@ pub use config::{
 };
 pub use decode::{DecodeState, Positions};
 pub use error::WeightsError;
+pub use precision::Precision;
 pub use lavin::{Lavin, LavinBatch, LavinOutput, LavinTrace};

@@ -5,7 +5,7 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 
-use crate::fused;
+use crate::kernels;
 
 /// `logits [B, L, V]`, `targets [B, L]` -> `[1]`. NaN when every target is 0, like PyTorch.
 pub fn masked_cross_entropy<B: Backend>(
@@ -13,7 +13,7 @@ pub fn masked_cross_entropy<B: Backend>(
     targets: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
     let [b, l, v] = logits.dims();
-    let nll = fused::cross_entropy(logits.reshape([b * l, v]), targets.clone().reshape([b * l]));
+    let nll = kernels::cross_entropy(logits.reshape([b * l, v]), targets.clone().reshape([b * l]));
     let keep = targets.not_equal_elem(0).float();
     let count = keep.clone().sum();
     (nll.reshape([b, l]) * keep).sum() / count

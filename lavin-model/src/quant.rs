@@ -1,4 +1,4 @@
-//! Frozen quantized linear layers for LaVIN-lite (issue 6): a frozen base whose linears are stored
+//! Frozen quantized linear layers for LaVIN-lite: a frozen base whose linears are stored
 //! with 8-bit (or, on CubeCL backends, 4-bit) block-wise scales and still train adapters.
 //!
 //! ```text
@@ -47,6 +47,63 @@ use burn::tensor::{DType, Device, FloatDType, Tensor, TensorMetadata, TensorPrim
 /// 32 is the granularity of GGML Q8_0/Q4_0; bitsandbytes NF4 uses 64. Smaller blocks cost
 /// 4 bytes of f32 scale per block (12.5% overhead at 32 for 8-bit) but track outliers better.
 pub const DEFAULT_BLOCK: u8 = 32;
+
+/// The frozen base's width as the original's `--bits` spells it: dense, or quantized while
+/// loading (LaVIN-lite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum BaseBits {
+    /// Dense weights at the base's precision (the original's `16bit`).
+    #[default]
+    #[serde(rename = "16bit")]
+    #[cfg_attr(feature = "clap", value(name = "16bit", alias = "16"))]
+    Dense,
+    /// 8-bit blocks ([`Bits::Eight`]).
+    #[serde(rename = "8bit")]
+    #[cfg_attr(feature = "clap", value(name = "8bit", alias = "8"))]
+    Eight,
+    /// 4-bit blocks ([`Bits::Four`]; CubeCL backends only).
+    #[serde(rename = "4bit")]
+    #[cfg_attr(feature = "clap", value(name = "4bit", alias = "4"))]
+    Four,
+}
+
+impl BaseBits {
+    /// The quantized width, `None` for a dense base.
+    pub fn quantized(self) -> Option<Bits> {
+        match self {
+            BaseBits::Dense => None,
+            BaseBits::Eight => Some(Bits::Eight),
+            BaseBits::Four => Some(Bits::Four),
+        }
+    }
+
+    /// The original's spelling (`16bit`, `8bit`, `4bit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BaseBits::Dense => "16bit",
+            BaseBits::Eight => "8bit",
+            BaseBits::Four => "4bit",
+        }
+    }
+}
+
+impl std::fmt::Display for BaseBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BaseBits {
+    type Err = QuantError;
+    fn from_str(s: &str) -> Result<Self, QuantError> {
+        Ok(match parse_bits(s)? {
+            None => BaseBits::Dense,
+            Some(Bits::Eight) => BaseBits::Eight,
+            Some(Bits::Four) => BaseBits::Four,
+        })
+    }
+}
 
 /// Bit width of a frozen quantized weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,20 +197,6 @@ pub fn parse_bits(s: &str) -> Result<Option<Bits>, QuantError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "16bit" | "16" => Ok(None),
         other => other.parse().map(Some),
-    }
-}
-
-/// Rejects a width `backend` cannot run, so a command fails before any work: NdArray has no
-/// packed 4-bit store (Burn 0.21 packs Q4 on the CubeCL backends, wgpu and cuda, only).
-pub fn check_backend(
-    bits: Option<Bits>,
-    backend: crate::backends::BackendKind,
-) -> Result<(), QuantError> {
-    match (bits, backend) {
-        (Some(Bits::Four), crate::backends::BackendKind::Ndarray) => {
-            Err(QuantError::FourBitNeedsCubecl)
-        }
-        _ => Ok(()),
     }
 }
 

@@ -10,7 +10,7 @@
 use burn::tensor::module::attention;
 use burn::tensor::{backend::Backend, Bool, DType, Tensor};
 
-use crate::fused;
+use crate::kernels;
 
 /// `softmax(q kᵀ / √d, masked) v` for `q [B, H, L, d]`, `k, v [B, H, Lk, d]`; `mask [L, Lk]`
 /// (the same for every item and head) is true where a query must not see a key.
@@ -36,10 +36,10 @@ pub fn sdpa<B: Backend>(
     }
     if dtype == DType::F32 {
         let scores = q.matmul(k.swap_dims(2, 3));
-        return fused::softmax_scaled(scores, scale, mask.map(bias)).matmul(v);
+        return kernels::softmax_scaled(scores, scale, mask.map(bias)).matmul(v);
     }
     // Half q, k, v: scores in f32 (never rounded to half), probabilities rounded to half for
     // the product with v, as flash attention does. Training keeps only the half tensors.
-    let scores = fused::matmul_wide(q, k.swap_dims(2, 3));
-    fused::softmax_scaled_as(scores, scale, mask.map(bias), dtype).matmul(v)
+    let scores = kernels::matmul_wide(q, k.swap_dims(2, 3));
+    kernels::softmax_scaled_as(scores, scale, mask.map(bias), dtype).matmul(v)
 }

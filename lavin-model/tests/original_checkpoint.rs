@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use lavin_model::parity::Case;
+use lavin_parity::Case;
 use lavin_model::weights::adapters::adapter_tensors;
 use lavin_model::weights::source::PthSource;
 use lavin_model::weights::torch_pickle::TorchPickleReader;

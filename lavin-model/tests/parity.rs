@@ -1,7 +1,7 @@
 //! The training forward, gradients and HF loading against the bundled parity case `tiny-a`.
 
 use burn::backend::{Autodiff, NdArray};
-use lavin_model::parity::{Case, Check};
+use lavin_parity::{Case, Check};
 
 type B = Autodiff<NdArray>;
 
@@ -60,7 +60,7 @@ fn hf_llama_gives_the_same_logits() {
 /// loss and adapter gradients of the full-logits forward that the fixture pins.
 #[test]
 fn target_rows_loss_equals_full_forward() {
-    use lavin_model::parity::adapter_grads;
+    use lavin_parity::adapter_grads;
     let case = case();
     let device = Default::default();
     let model = model(&case);

@@ -1,7 +1,7 @@
 //! Frozen weights in half precision, with f32 adapters and explicit casts at the frozen matmuls:
 //! fp16 (the original's) and bf16 on flex (CPU, always), fp16 on wgpu (`--features wgpu`; CI
 //! uses Mesa's lavapipe). On wgpu, a lean autodiff backend, attention also runs on half q, k, v
-//! and rounds its probabilities to half (`fused::half_attention`); the bound below covers the
+//! and rounds its probabilities to half (`kernels::half_attention`); the bound below covers the
 //! frozen linears only and leaves that rounding a wide margin (measured 5.6e-4 against 7.9e-2).
 //!
 //! The bound: the format's unit roundoff is `u` (fp16 `2^-11`, bf16 `2^-8`). A frozen linear `y = x W` with `K` inputs
@@ -17,9 +17,9 @@ use std::path::Path;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Device};
-use lavin_model::backends::Precision;
+use lavin_model::Precision;
 use lavin_model::llama::BaseFormat;
-use lavin_model::parity::{adapter_grads, host, Case};
+use lavin_parity::{adapter_grads, host, Case};
 use lavin_model::weights::{load_lavin, LoadSpec};
 use lavin_model::Lavin;
 

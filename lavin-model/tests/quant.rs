@@ -1,4 +1,4 @@
-//! Frozen quantized linear (issue 6) on NdArray: forward error bound, input gradient through the
+//! Frozen quantized linear on NdArray: forward error bound, input gradient through the
 //! custom autodiff op, no weight gradient, typed errors.
 //!
 //! Error bound used by `forward_within_quantization_bound` (symmetric 8-bit, block-wise):

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lavin_model::error::WeightsError;
-use lavin_model::parity::Case;
+use lavin_parity::Case;
 use lavin_model::weights::adapters::write_safetensors;
 use lavin_model::weights::{open_llama, LlamaWeights};
 

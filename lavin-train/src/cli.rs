@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use lavin_backends::{BackendArgs, BackendKind, Precision};
+use lavin_model::quant::BaseBits;
+use lavin_model::{LlamaAdapterType, VisualAdapterType};
+
 use crate::config::{ConfigError, TrainConfig};
 
 /// `lavin-train`: train LaVIN's adapters (default command) or run a benchmark.
@@ -35,17 +39,27 @@ pub struct Cli {
 pub enum Command {
     /// Time training steps on random weights at a preset's shapes.
     Bench(BenchArgs),
-    /// Pretrain the tiny frozen base (CLIP + LLaMA) on the mini dataset's train split and
-    /// write assets/tiny-base (see `crate::pretrain`).
-    PretrainBase(crate::pretrain::PretrainArgs),
 }
 
 /// `lavin-train bench` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// `tiny`, `small` or `7b-shape`.
+    /// `tiny`, `small`, `7b-shape` or `7b-slice` (the 7B shapes with `--layers` LLaMA blocks
+    /// and `--vit-layers` ViT-L/14 blocks: device memory per block, see docs/performance.md).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// LLaMA blocks (default: the preset's; `7b-slice`: 1).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// ViT blocks, a multiple of 4: one image feature per 4 blocks (default: the preset's;
+    /// `7b-slice`: 24, the whole ViT-L/14).
+    #[arg(long)]
+    pub vit_layers: Option<usize>,
+    /// Vocabulary size (default: the preset's). A device that binds at most 128 MiB per
+    /// buffer (lavapipe) cannot hold 7B's 32000 x 4096 embedding table: measure at two cut
+    /// vocabularies and extrapolate (docs/performance.md).
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
     /// Batch size (default: the preset's).
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -58,15 +72,9 @@ pub struct BenchArgs {
     /// Warm-up steps (not timed).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Backend (default: `backends.toml`'s train preference).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Frozen LLaMA weights: f32, fp16 or bf16 (default: backends.toml's train entry).
-    #[arg(long)]
-    pub precision: Option<String>,
-    /// Frozen LLaMA block linears: 16bit (dense), 8bit, 4bit (wgpu/cuda only).
-    #[arg(long, default_value = "16bit")]
-    pub bits: String,
+    /// Backend, precision and width of the frozen base.
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Keep only each ViT and LLaMA block's input and recompute the block in backward (as
     /// `torch.utils.checkpoint`; what training's `--gradient-checkpointing` does).
     #[arg(long)]
@@ -136,6 +144,9 @@ pub struct TrainArgs {
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Stop after N optimizer steps; the lr schedule stays the one of the full run.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
     /// Warmup epochs (fractional allowed).
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
@@ -154,9 +165,9 @@ pub struct TrainArgs {
     /// Global gradient-norm clip.
     #[arg(long)]
     pub clip_grad: Option<f64>,
-    /// LLaMA adapter position: attn | block.
-    #[arg(long)]
-    pub adapter_type: Option<String>,
+    /// Where the LLaMA adapters sit.
+    #[arg(long, value_enum)]
+    pub adapter_type: Option<LlamaAdapterType>,
     /// Adapter hidden size.
     #[arg(long)]
     pub adapter_dim: Option<usize>,
@@ -166,9 +177,9 @@ pub struct TrainArgs {
     /// ROUTER softmax temperature (the original's meaning; not sampling).
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// CLIP adapters: normal | router | router_block.
-    #[arg(long)]
-    pub visual_adapter_type: Option<String>,
+    /// Which adapters the CLIP blocks get.
+    #[arg(long, value_enum)]
+    pub visual_adapter_type: Option<VisualAdapterType>,
     /// Visual projection hidden size.
     #[arg(long)]
     pub hidden_proj: Option<usize>,
@@ -178,9 +189,10 @@ pub struct TrainArgs {
     /// Stochastic depth rate.
     #[arg(long)]
     pub drop_path: Option<f64>,
-    /// 4bit | 8bit | 16bit.
-    #[arg(long)]
-    pub bits: Option<String>,
+    /// Frozen LLaMA block linears: dense (16bit), or quantized while loading (LaVIN-lite):
+    /// 8bit, or 4bit on wgpu/cuda.
+    #[arg(long, value_enum)]
+    pub bits: Option<BaseBits>,
     /// Recompute each ViT and LLaMA block in backward, keeping only the blocks' inputs (less
     /// memory, one more forward of the blocks).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -194,9 +206,9 @@ pub struct TrainArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// Force a backend: ndarray | wgpu | cuda.
-    #[arg(long)]
-    pub backend: Option<String>,
+    /// Backend (default: the first of backends.toml's `train` list compiled into this binary).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
     /// Use this backends.toml instead of the embedded one.
     #[arg(long, value_name = "FILE")]
     pub backends_file: Option<PathBuf>,
@@ -205,8 +217,8 @@ pub struct TrainArgs {
     pub devices: Option<String>,
     /// Frozen LLaMA weights: f32, fp16 (the original's) or bf16; adapters, norms and optimizer
     /// state stay f32. Default: backends.toml's train entry (cuda:fp16; ndarray is f32 only).
-    #[arg(long)]
-    pub precision: Option<String>,
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// Checkpoint every N optimizer steps (0 = epoch ends only).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
@@ -267,6 +279,7 @@ impl TrainArgs {
             data_root,
             caption_file,
             lr,
+            max_steps,
             clip_grad,
             resume,
             backend,
@@ -330,7 +343,7 @@ mod tests {
             (9e-3, 0.02, 2.0, 10.0)
         );
         assert_eq!(c.prompt_format, "QCM-ALE");
-        assert_eq!(c.visual_adapter_type, "router");
+        assert_eq!(c.visual_adapter_type, VisualAdapterType::Router);
         // eff batch 32 on two GPUs, as the script: lr = 9e-3 * 32 / 256.
         let c2 = TrainConfig {
             devices: "0,1".into(),
@@ -414,9 +427,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("even"), "{e}");
-        let e = parse(&["--precision", "fp8"])
-            .train
-            .resolve()
+        let e = Cli::try_parse_from(["lavin-train", "--precision", "fp8"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("precision") && e.contains("fp8"), "{e}");

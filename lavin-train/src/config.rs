@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use lavin_backends::{BackendKind, Precision};
+use lavin_model::quant::BaseBits;
+use lavin_model::{LlamaAdapterType, VisualAdapterType};
 use serde::{Deserialize, Serialize};
 
 /// The 23 prompt formats the original `train.py` accepts.
@@ -13,12 +16,6 @@ pub const PROMPT_FORMATS: [&str; 23] = [
     "QCM-LA", "QCM-EA", "QCM-LEA", "QCM-ELA", "QCM-AL", "QCM-AE", "QCM-ALE", "QCML-A", "QCME-A",
     "QCMLE-A", "QCLM-A", "QCEM-A", "QCLEM-A", "QCML-AE",
 ];
-/// LLaMA adapter positions (`--adapter-type`).
-pub const ADAPTER_TYPES: [&str; 2] = ["attn", "block"];
-/// CLIP adapter kinds (`--visual-adapter-type`).
-pub const VISUAL_ADAPTER_TYPES: [&str; 3] = ["normal", "router", "router_block"];
-/// Weight precisions of the original (`--bits`).
-pub const BITS: [&str; 3] = ["4bit", "8bit", "16bit"];
 
 /// A configuration error found before training starts.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,6 +82,10 @@ pub struct TrainConfig {
     pub accum_iter: usize,
     /// Epochs.
     pub epochs: usize,
+    /// Stop after this many optimizer steps (as Hugging Face's `max_steps`, except that the lr
+    /// schedule stays the one of the full `epochs`); `None` = run every epoch.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
     /// Linear-warmup epochs (fractional allowed).
     pub warmup_epochs: f64,
     /// Base lr: `lr = blr * batch_size * accum_iter * devices / 256` unless `lr` is set.
@@ -99,7 +100,7 @@ pub struct TrainConfig {
     pub clip_grad: Option<f64>,
     // ---- adapters ----
     /// LLaMA adapter position (`attn` or `block`).
-    pub adapter_type: String,
+    pub adapter_type: LlamaAdapterType,
     /// Adapter hidden size r.
     pub adapter_dim: usize,
     /// Adapter output scale s.
@@ -107,7 +108,7 @@ pub struct TrainConfig {
     /// **Router** softmax temperature (not a sampling temperature).
     pub temperature: f64,
     /// CLIP adapter kind (`normal`, `router`, `router_block`).
-    pub visual_adapter_type: String,
+    pub visual_adapter_type: VisualAdapterType,
     /// Hidden size of the visual projection `adapter_proj`.
     pub hidden_proj: usize,
     /// Number of image feature tokens (6 for ViT-L/14).
@@ -116,7 +117,7 @@ pub struct TrainConfig {
     pub drop_path: f64,
     // ---- runtime ----
     /// Frozen weight precision of the original (`16bit`; `4bit`/`8bit` quantised).
-    pub bits: String,
+    pub bits: BaseBits,
     /// Recompute each ViT and LLaMA block in backward (`lavin_model::recompute`).
     pub gradient_checkpointing: bool,
     /// Seed of initialisation, dropout and data order.
@@ -125,14 +126,14 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Where checkpoints, metrics, plots and `summary.json` go.
     pub output_dir: PathBuf,
-    /// Force a backend (`ndarray`, `wgpu`, `cuda`); `None` = `backends.toml` preference.
-    pub backend: Option<String>,
+    /// Force a backend (`ndarray`, `flex`, `wgpu`, `cuda`); `None` = `backends.toml` preference.
+    pub backend: Option<BackendKind>,
     /// Override file for `backends.toml`.
     pub backends_file: Option<PathBuf>,
     /// Devices (`0` or `0,1`).
     pub devices: String,
     /// Precision of frozen weights (`f32`, `fp16`, `bf16`); `None` = `backends.toml`.
-    pub precision: Option<String>,
+    pub precision: Option<Precision>,
     /// Save a checkpoint every N optimizer steps (0 = only at epoch ends).
     pub checkpoint_every: usize,
     /// Keep the newest N checkpoints (0 = keep all).
@@ -161,21 +162,22 @@ impl TrainConfig {
             batch_size: 4,
             accum_iter: 4,
             epochs: 20,
+            max_steps: None,
             warmup_epochs: 2.0,
             blr: 9e-3,
             lr: None,
             min_lr: 0.0,
             weight_decay: 0.02,
             clip_grad: None,
-            adapter_type: "attn".into(),
+            adapter_type: LlamaAdapterType::Attn,
             adapter_dim: 8,
             adapter_scale: 1.0,
             temperature: 10.0,
-            visual_adapter_type: "router".into(),
+            visual_adapter_type: VisualAdapterType::Router,
             hidden_proj: 128,
             n_prompt: 6,
             drop_path: 0.0,
-            bits: "16bit".into(),
+            bits: BaseBits::Dense,
             gradient_checkpointing: false,
             seed: 0,
             resume: None,
@@ -190,7 +192,7 @@ impl TrainConfig {
     }
 
     /// Defaults of the no-argument CPU run (tiny preset, bundled mini dataset): the settings
-    /// `pretrain::probe_default` measured on the bundled base (QCM-A, 6 epochs at peak lr 1e-2,
+    /// `lavin-tools probe` measured on the bundled base (QCM-A, 6 epochs at peak lr 1e-2,
     /// batch 8, hidden_proj 32 as the base's throw-away projection), sized for <= 300 s on 2
     /// cores. Numbers: `assets/tiny-base/README.md`.
     pub fn tiny_default() -> Self {
@@ -217,7 +219,7 @@ impl TrainConfig {
 
     /// Number of devices in `devices`.
     pub fn world_size(&self) -> usize {
-        lavin_model::backends::parse_devices(&self.devices)
+        lavin_backends::parse_devices(&self.devices)
             .map(|d| d.len())
             .unwrap_or(1)
     }
@@ -305,13 +307,6 @@ impl TrainConfig {
             return Err(inv("llm_model", "must not be empty"));
         }
         one_of("prompt_format", &self.prompt_format, &PROMPT_FORMATS)?;
-        one_of("adapter_type", &self.adapter_type, &ADAPTER_TYPES)?;
-        one_of(
-            "visual_adapter_type",
-            &self.visual_adapter_type,
-            &VISUAL_ADAPTER_TYPES,
-        )?;
-        one_of("bits", &self.bits, &BITS)?;
         for (f, v) in [
             ("max_seq_len", self.max_seq_len),
             ("batch_size", self.batch_size),
@@ -338,6 +333,9 @@ impl TrainConfig {
                 format!("{} exceeds epochs {}", self.warmup_epochs, self.epochs),
             ));
         }
+        if self.max_steps == Some(0) {
+            return Err(inv("max_steps", "must be at least 1"));
+        }
         positive("blr", self.blr)?;
         if let Some(lr) = self.lr {
             positive("lr", lr)?;
@@ -361,16 +359,8 @@ impl TrainConfig {
                 format!("must be in [0, 1), got {}", self.drop_path),
             ));
         }
-        lavin_model::backends::parse_devices(&self.devices)
+        lavin_backends::parse_devices(&self.devices)
             .map_err(|e| inv("devices", e.to_string()))?;
-        if let Some(b) = &self.backend {
-            b.parse::<lavin_model::backends::BackendKind>()
-                .map_err(|e| inv("backend", e.to_string()))?;
-        }
-        if let Some(p) = &self.precision {
-            p.parse::<lavin_model::backends::Precision>()
-                .map_err(|e| inv("precision", e.to_string()))?;
-        }
         if self.output_dir.as_os_str().is_empty() {
             return Err(inv("output_dir", "must not be empty"));
         }

@@ -1,17 +1,15 @@
 //! Small file helpers: atomic writes, raw f32 tensor maps from safetensors and PyTorch files.
+//!
+//! The tensor type and the byte decoder are lavin-model's ([`lavin_model::weights::host`]),
+//! shared with the model's weight loaders.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A host-side f32 tensor: shape and row-major values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub values: Vec<f32>,
-}
+use lavin_model::weights::host::{decode_f32, ElemType};
+/// A host-side f32 tensor: shape and row-major values (`data`).
+pub use lavin_model::weights::HostTensor;
 
 /// Errors of the file helpers.
 #[derive(Debug, thiserror::Error)]
@@ -118,28 +116,13 @@ pub fn parse_safetensors(
     let st = SafeTensors::deserialize(bytes).map_err(st_err)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::I64 => data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+        // The dtypes this reader has always accepted; others are refused by name.
+        let elem = match view.dtype() {
+            Dtype::F32 => ElemType::F32,
+            Dtype::F64 => ElemType::F64,
+            Dtype::F16 => ElemType::F16,
+            Dtype::BF16 => ElemType::BF16,
+            Dtype::I64 => ElemType::I64,
             other => {
                 return Err(IoError::Dtype {
                     path: path.to_path_buf(),
@@ -148,11 +131,15 @@ pub fn parse_safetensors(
                 })
             }
         };
+        let data = decode_f32(elem, view.data()).map_err(|e| IoError::Safetensors {
+            path: path.to_path_buf(),
+            reason: format!("tensor `{name}`: {e}"),
+        })?;
         out.insert(
             name,
             HostTensor {
                 shape: view.shape().to_vec(),
-                values,
+                data,
             },
         );
     }
@@ -168,7 +155,7 @@ pub fn to_safetensors(
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, t)| {
-            let b: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let b: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             (k.clone(), b, t.shape.clone())
         })
         .collect();
@@ -214,7 +201,13 @@ pub fn read_pth_entry(path: &Path, key: &str) -> Result<BTreeMap<String, HostTen
             .strip_prefix("module.")
             .map(str::to_string)
             .unwrap_or(name);
-        out.insert(name, HostTensor { shape, values });
+        out.insert(
+            name,
+            HostTensor {
+                shape,
+                data: values,
+            },
+        );
     }
     Ok(out)
 }
@@ -249,7 +242,7 @@ mod tests {
             "a.b".to_string(),
             HostTensor {
                 shape: vec![2, 1],
-                values: vec![1.5, -2.0],
+                data: vec![1.5, -2.0],
             },
         );
         let mut m = BTreeMap::new();

@@ -24,7 +24,7 @@ fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
         .convert::<f32>()
         .to_vec::<f32>()
         .unwrap_or_default();
-    HostTensor { shape, values }
+    HostTensor { shape, data: values }
 }
 
 /// Copy the named (trainable) parameters of `module` to the host.
@@ -105,7 +105,7 @@ pub fn assign_params<B: Backend, M: Module<B>, N: ParamNaming>(
             }
             let req = t.is_require_grad();
             let mut new =
-                Tensor::<B, D>::from_data(TensorData::new(h.values.clone(), dims), &t.device());
+                Tensor::<B, D>::from_data(TensorData::new(h.data.clone(), dims), &t.device());
             if req {
                 new = new.require_grad();
             }
@@ -175,9 +175,9 @@ pub fn moments_from_host<B: Backend>(
         let Some(b) = exp_avg_sq.get(name) else {
             continue;
         };
-        let n = a.values.len();
+        let n = a.data.len();
         let t = |h: &HostTensor| {
-            Tensor::<B, 1>::from_data(TensorData::new(h.values.clone(), [n]), device)
+            Tensor::<B, 1>::from_data(TensorData::new(h.data.clone(), [n]), device)
         };
         optim.set_state(
             name.clone(),

@@ -1,6 +1,6 @@
 //! What the user sees: a JSONL metrics log (one line per optimizer step), a text progress
 //! renderer (indicatif bar on a terminal, periodic plain lines otherwise), a loss-curve PNG
-//! (plotters bitmap backend, drawn without text so no font is needed) and `summary.json`.
+//! (plotters bitmap backend, text in an embedded font) and `summary.json`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -39,13 +39,25 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Open `dir/metrics.jsonl`, appending (resume) or truncating (fresh run).
-    pub fn open(dir: &Path, append: bool) -> Result<Self, IoError> {
+    /// Open `dir/metrics.jsonl`: truncated for a fresh run (`resumed_at: None`); for a run
+    /// resumed from the checkpoint of optimizer step `s`, the steps after `s` that an
+    /// interrupted run had already logged (and a torn last line) are dropped first, so the log
+    /// holds every step once.
+    pub fn open(dir: &Path, resumed_at: Option<u64>) -> Result<Self, IoError> {
         std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join("metrics.jsonl");
+        let append = resumed_at.is_some();
+        if let (Some(step), true) = (resumed_at, path.is_file()) {
+            let kept: String = read_metrics(&path)?
+                .into_iter()
+                .filter(|m| m.step <= step)
+                .map(|m| serde_json::to_string(&m).unwrap_or_default() + "\n")
+                .collect();
+            atomic_write(&path, kept.as_bytes())?;
+        }
         let f = OpenOptions::new()
             .create(true)
             .write(true)
@@ -139,18 +151,27 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// DejaVu Sans (its licence: `assets/font/LICENSE-DejaVu`), so the plot has text on any machine.
+const PLOT_FONT: &[u8] = include_bytes!("../assets/font/DejaVuSans.ttf");
+
 /// Draw the loss curve to a PNG: raw per-step loss (light) and an exponential moving average
-/// (dark), on a light grid (10 divisions each way). No text is drawn (no font dependency): the
-/// axis ranges are returned so the caller can print them (x = steps, y = loss).
+/// (dark), with a title and numbered, labelled axes (x = optimizer step, y = loss). Returns
+/// the axis ranges.
 pub fn plot_loss_curve(
     path: &Path,
     points: &[(f64, f64)],
 ) -> Result<((f64, f64), (f64, f64)), PlotError> {
     use plotters::prelude::*;
+    use plotters::style::{register_font, FontStyle};
     let perr = |e: String| PlotError {
         path: path.to_path_buf(),
         message: e,
     };
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        // Fails only on a malformed font, which the plot test would catch (no text drawn).
+        let _ = register_font("sans-serif", FontStyle::Normal, PLOT_FONT);
+    });
     let pts: Vec<(f64, f64)> = points
         .iter()
         .copied()
@@ -176,35 +197,29 @@ pub fn plot_loss_curve(
         let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| perr(e.to_string()))?;
         let mut chart = ChartBuilder::on(&root)
-            .margin(20)
+            .caption("Training loss", ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| perr(e.to_string()))?;
-        let grid = RGBColor(225, 225, 225);
-        for i in 0..=10 {
-            let x = x0 + (x1 - x0) * i as f64 / 10.0;
-            let y = y0 + (y1 - y0) * i as f64 / 10.0;
-            chart
-                .draw_series(LineSeries::new(vec![(x, y0), (x, y1)], grid))
-                .map_err(|e| perr(e.to_string()))?;
-            chart
-                .draw_series(LineSeries::new(vec![(x0, y), (x1, y)], grid))
-                .map_err(|e| perr(e.to_string()))?;
-        }
         chart
-            .draw_series(LineSeries::new(
-                vec![(x0, y0), (x1, y0)],
-                BLACK.stroke_width(2),
-            ))
-            .map_err(|e| perr(e.to_string()))?;
-        chart
-            .draw_series(LineSeries::new(
-                vec![(x0, y0), (x0, y1)],
-                BLACK.stroke_width(2),
-            ))
+            .configure_mesh()
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .x_desc("optimizer step")
+            .y_desc("loss")
+            .axis_desc_style(("sans-serif", 16))
+            .label_style(("sans-serif", 13))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.3}"))
+            .draw()
             .map_err(|e| perr(e.to_string()))?;
         chart
             .draw_series(LineSeries::new(pts.clone(), RGBColor(150, 180, 230)))
-            .map_err(|e| perr(e.to_string()))?;
+            .map_err(|e| perr(e.to_string()))?
+            .label("loss per step")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(150, 180, 230)));
         let mut ema = Vec::with_capacity(pts.len());
         let alpha = 2.0 / ((pts.len() as f64 / 10.0).clamp(1.0, 50.0) + 1.0);
         let mut acc = pts[0].1;
@@ -212,8 +227,18 @@ pub fn plot_loss_curve(
             acc = alpha * y + (1.0 - alpha) * acc;
             ema.push((x, acc));
         }
+        let dark = RGBColor(20, 60, 160);
         chart
-            .draw_series(LineSeries::new(ema, RGBColor(20, 60, 160).stroke_width(3)))
+            .draw_series(LineSeries::new(ema, dark.stroke_width(3)))
+            .map_err(|e| perr(e.to_string()))?
+            .label("moving average")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(3)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 13))
+            .draw()
             .map_err(|e| perr(e.to_string()))?;
         root.present().map_err(|e| perr(e.to_string()))?;
     }
@@ -358,11 +383,11 @@ mod tests {
     fn metrics_log_appends_jsonl() {
         let d = tempfile::tempdir().unwrap();
         {
-            let mut l = MetricsLog::open(d.path(), false).unwrap();
+            let mut l = MetricsLog::open(d.path(), None).unwrap();
             l.log(&m(1, 2.0)).unwrap();
         }
         {
-            let mut l = MetricsLog::open(d.path(), true).unwrap();
+            let mut l = MetricsLog::open(d.path(), Some(1)).unwrap();
             l.log(&m(2, 1.5)).unwrap();
         }
         let back = read_metrics(&d.path().join("metrics.jsonl")).unwrap();
@@ -400,12 +425,49 @@ mod tests {
         assert!(yr.0 < yr.1);
         let b = std::fs::read(&p).unwrap();
         assert_eq!(&b[1..4], b"PNG");
+        // Text is drawn: the title band above the plot and the tick labels left of it hold
+        // dark pixels (without a font both stay white).
+        let img = image::load_from_memory(&b).unwrap().to_luma8();
+        let dark_in = |x0: u32, x1: u32, y0: u32, y1: u32| {
+            (x0..x1)
+                .flat_map(|x| (y0..y1).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 128)
+                .count()
+        };
+        assert!(dark_in(250, 550, 0, 40) > 50, "no title");
+        assert!(dark_in(0, 60, 60, 420) > 100, "no y-axis labels");
         if let Ok(dst) = std::env::var("LAVIN_PLOT_OUT") {
             std::fs::copy(&p, dst).unwrap();
         }
         assert!(plot_loss_curve(&p, &[]).is_err());
         // A single point still draws.
         plot_loss_curve(&p, &[(1.0, 1.0)]).unwrap();
+    }
+
+    #[test]
+    fn resumed_log_holds_every_step_once() {
+        let d = tempfile::tempdir().unwrap();
+        let step = |s: u64| m(s, s as f64);
+        let mut log = MetricsLog::open(d.path(), None).unwrap();
+        for s in 1..=7 {
+            log.log(&step(s)).unwrap();
+        }
+        drop(log);
+        // A crash mid-line after step 7; the run resumes from its step-4 checkpoint.
+        let path = d.path().join("metrics.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"step\": 8, \"ep");
+        std::fs::write(&path, text).unwrap();
+        let mut log = MetricsLog::open(d.path(), Some(4)).unwrap();
+        for s in 5..=9 {
+            log.log(&step(s)).unwrap();
+        }
+        let steps: Vec<u64> = read_metrics(&path).unwrap().iter().map(|m| m.step).collect();
+        assert_eq!(steps, (1..=9).collect::<Vec<_>>());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 9);
+        // A fresh run starts the log over.
+        drop(MetricsLog::open(d.path(), None).unwrap());
+        assert!(read_metrics(&path).unwrap().is_empty());
     }
 
     #[test]

@@ -12,11 +12,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
 use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
-use lavin_model::backends::{BackendKind, BackendPrefs, Precision};
+use lavin_backends::{BackendArgs, BackendKind, Precision};
 use lavin_model::llama::BaseFormat;
-use lavin_model::quant::{check_backend, parse_bits, Bits};
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
-use lavin_model::{AdapterConfig, Lavin, LavinConfig, LlamaAdapterType, VisualAdapterType};
+use lavin_model::{AdapterConfig, Lavin, LavinConfig};
 
 use crate::cli::TrainArgs;
 use crate::config::TrainConfig;
@@ -69,17 +68,8 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 fn adapter_config(cfg: &TrainConfig, dropout: f64) -> anyhow::Result<AdapterConfig> {
     Ok(AdapterConfig {
-        llama: match cfg.adapter_type.as_str() {
-            "attn" => LlamaAdapterType::Attn,
-            "block" => LlamaAdapterType::Block,
-            o => bail!("adapter_type: `{o}` is not one of attn, block"),
-        },
-        visual: match cfg.visual_adapter_type.as_str() {
-            "normal" => VisualAdapterType::Normal,
-            "router" => VisualAdapterType::Router,
-            "router_block" => VisualAdapterType::RouterBlock,
-            o => bail!("visual_adapter_type: `{o}` is not one of normal, router, router_block"),
-        },
+        llama: cfg.adapter_type,
+        visual: cfg.visual_adapter_type,
         dim: cfg.adapter_dim,
         scale: cfg.adapter_scale,
         temperature: cfg.temperature,
@@ -89,26 +79,12 @@ fn adapter_config(cfg: &TrainConfig, dropout: f64) -> anyhow::Result<AdapterConf
     })
 }
 
-/// `--bits`: the width of the frozen LLaMA block linears (`None` = 16bit, dense).
-pub fn base_bits(cfg: &TrainConfig) -> anyhow::Result<Option<Bits>> {
-    parse_bits(&cfg.bits).with_context(|| format!("bits `{}`", cfg.bits))
-}
-
 /// How the frozen LLaMA is stored: `--precision` (f32 when unset) and `--bits`.
-pub fn base_format(cfg: &TrainConfig) -> anyhow::Result<BaseFormat> {
-    let precision = match &cfg.precision {
-        Some(p) => p.parse().with_context(|| format!("precision `{p}`"))?,
-        None => Precision::F32,
-    };
-    Ok(BaseFormat {
-        precision,
-        bits: base_bits(cfg)?,
-    })
-}
-
-/// Where the bundled tiny base is.
-pub fn bundled_base() -> PathBuf {
-    crate::pretrain::default_assets_dir()
+pub fn base_format(cfg: &TrainConfig) -> BaseFormat {
+    BaseFormat {
+        precision: cfg.precision.unwrap_or_default(),
+        bits: cfg.bits.quantized(),
+    }
 }
 
 /// The model of the run: a real LLaMA (`--llama-model-path`, Meta or HF layout, `<path>/<llm_model>`
@@ -143,8 +119,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
         config.llama = llama;
         config.adapter = adapter_config(cfg, AdapterConfig::paper().dropout)?;
         config.max_seq_len = cfg.max_seq_len;
-        config.prefix_img = tok.encode("Image: ", false, false)?;
-        config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+        (config.prefix_img, config.prefix_nonimg) = tok.image_prefixes()?;
         return Ok(ModelPlan {
             description: format!("LLaMA {} + CLIP {}", dir.display(), clip.display()),
             config,
@@ -152,23 +127,23 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 llama: weights,
                 clip,
                 adapters: None,
-                format: base_format(cfg)?,
+                format: base_format(cfg),
             }),
             tokenizer,
         });
     }
-    let base = bundled_base();
+    let base = lavin_model::bundled::base_dir();
     let tiny_tok =
-        crate::pretrain::workspace_root().join("tests/data/parity/tiny-a/tokenizer.model");
+        lavin_model::bundled::workspace_root().join("tests/data/parity/tiny-a/tokenizer.model");
     match cfg.preset.as_str() {
         "tiny" => {
             let have_base = base
-                .join(crate::pretrain::LLAMA_DIR)
+                .join(lavin_model::bundled::LLAMA_DIR)
                 .join("config.json")
                 .is_file()
-                && base.join(crate::pretrain::CLIP_FILE).is_file()
-                && base.join(crate::pretrain::TOKENIZER_FILE).is_file();
-            let mut config = crate::pretrain::tiny_default();
+                && base.join(lavin_model::bundled::CLIP_FILE).is_file()
+                && base.join(lavin_model::bundled::TOKENIZER_FILE).is_file();
+            let mut config = lavin_model::bundled::config();
             let dropout = config.adapter.dropout;
             config.adapter = adapter_config(cfg, dropout)?;
             config.max_seq_len = cfg.max_seq_len;
@@ -176,10 +151,10 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 Ok(ModelPlan {
                     description: format!("bundled pretrained tiny base {}", base.display()),
                     spec: Some(LoadSpec {
-                        format: base_format(cfg)?,
-                        ..crate::pretrain::tiny_base_spec(&base)
+                        format: base_format(cfg),
+                        ..lavin_model::bundled::spec(&base)
                     }),
-                    tokenizer: base.join(crate::pretrain::TOKENIZER_FILE),
+                    tokenizer: base.join(lavin_model::bundled::TOKENIZER_FILE),
                     config,
                 })
             } else {
@@ -188,8 +163,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
                 config.max_seq_len = cfg.max_seq_len;
                 let tok = Tokenizer::from_file(&tiny_tok)
                     .with_context(|| format!("loading the tokenizer {}", tiny_tok.display()))?;
-                config.prefix_img = tok.encode("Image: ", false, false)?;
-                config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+                (config.prefix_img, config.prefix_nonimg) = tok.image_prefixes()?;
                 Ok(ModelPlan {
                     description: format!(
                         "RANDOM tiny base (no pretrained base in {}): adapters have little to adapt, \
@@ -208,8 +182,7 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
             config.max_seq_len = cfg.max_seq_len;
             let tok = Tokenizer::from_file(&tiny_tok)
                 .with_context(|| format!("loading the tokenizer {}", tiny_tok.display()))?;
-            config.prefix_img = tok.encode("Image: ", false, false)?;
-            config.prefix_nonimg = tok.encode("Image: N/A", false, false)?;
+            (config.prefix_img, config.prefix_nonimg) = tok.image_prefixes()?;
             Ok(ModelPlan {
                 description: "RANDOM base at `small` shapes (no pretrained weights exist for it)"
                     .into(),
@@ -228,17 +201,18 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 /// `--backend`), train, validate, report.
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     let mut cfg = resolve_config(args)?;
-    let choice = BackendPrefs::load(cfg.backends_file.as_deref())?.select_named(
-        "train",
-        cfg.backend.as_deref(),
-        cfg.precision.as_deref(),
-    )?;
     // Before any work: e.g. 4-bit on ndarray is refused here, not after loading the data.
-    check_backend(base_bits(&cfg)?, choice.backend)?;
+    let choice = BackendArgs {
+        backend: cfg.backend,
+        precision: cfg.precision,
+        bits: cfg.bits,
+        backends_file: cfg.backends_file.clone(),
+    }
+    .choose("train")?;
     // The precision actually used (a backends.toml default included) is the run's config.
-    cfg.precision = Some(choice.precision.name().to_string());
+    cfg.precision = Some(choice.precision);
     eprintln!("lavin-train: backend {choice}");
-    let ids = lavin_model::backends::parse_devices(&cfg.devices)
+    let ids = lavin_backends::parse_devices(&cfg.devices)
         .map_err(|e| anyhow::anyhow!("--devices: {e}"))?;
     let cpu = |backend: BackendKind| -> anyhow::Result<()> {
         if ids != [0] {
@@ -300,7 +274,7 @@ fn training_data(
     let data_root = cfg
         .data_root
         .clone()
-        .unwrap_or_else(crate::pretrain::default_data_root);
+        .unwrap_or_else(lavin_model::bundled::data_root);
     let limit = |n: usize| if n > 0 { n } else { usize::MAX };
     let t_load = Instant::now();
     if cfg.do_pretrain {
@@ -371,7 +345,7 @@ pub fn run_on<B: Backend>(
     type AB<B> = Autodiff<B>; // gradient checkpointing is block recomputation, not a strategy
                               // ---- everything that can fail on bad input, before training ----
     let plan = plan_model(cfg)?;
-    let format = base_format(cfg)?;
+    let format = base_format(cfg);
     if let Some(bits) = format.bits {
         lavin_model::quant::probe::<AB<B>>(bits, device)
             .with_context(|| format!("--bits {bits}"))?;

@@ -172,7 +172,7 @@ pub fn resume_from<B: AutodiffBackend>(
     let saved = &ck.meta.config;
     if let (Some(batch), Some(devices)) = (saved["batch_size"].as_u64(), saved["devices"].as_str())
     {
-        let world = lavin_model::backends::parse_devices(devices).map_or(1, |d| d.len());
+        let world = lavin_backends::parse_devices(devices).map_or(1, |d| d.len());
         let (saved, now) = (batch as usize * world, cfg.batch_size * cfg.world_size());
         if saved != now {
             return Err(TrainError::BatchMismatch {
@@ -280,14 +280,15 @@ where
         path: cfg.output_dir.clone(),
         source,
     })?;
-    let mut log = MetricsLog::open(&cfg.output_dir, state.global_step > 0)?;
+    let mut log = MetricsLog::open(&cfg.output_dir, Some(state.global_step).filter(|&s| s > 0))?;
     let mut progress = Progress::new(total_steps, state.global_step, false);
     let t0 = Instant::now();
     let mut losses = Vec::new();
     let mut samples_total = 0u64;
     let mut last_ck = None;
 
-    while state.epoch < cfg.epochs {
+    let reached_max = |st: &TrainState| cfg.max_steps.is_some_and(|m| st.global_step >= m);
+    while state.epoch < cfg.epochs && !reached_max(&state) {
         let order = epoch_order(data.len(), data_seed, state.epoch);
         let mut acc = GradientsAccumulator::<Lavin<B>>::new();
         let (mut win_loss, mut win_n, mut win_samples, mut win_tokens) =
@@ -349,12 +350,20 @@ where
             progress.update(&metrics);
             losses.push((state.global_step, metrics.loss));
             (win_loss, win_n, win_samples, win_tokens) = (0.0, 0, 0, 0);
+            if reached_max(&state) && state.iteration < spe {
+                last_ck = Some(save_checkpoint(cfg, &model, optim, &state, data_seed)?);
+                progress.println(&format!("max_steps {} reached", state.global_step));
+                break;
+            }
             if cfg.checkpoint_every > 0
                 && state.global_step % cfg.checkpoint_every as u64 == 0
                 && state.iteration < spe
             {
                 save_checkpoint(cfg, &model, optim, &state, data_seed)?;
             }
+        }
+        if state.iteration < spe {
+            break; // stopped by max_steps inside the epoch
         }
         // A partial accumulation window at the epoch end is dropped (as the original, which
         // zeroes the gradients at the start of every epoch).

@@ -26,7 +26,7 @@ fn gradient_checkpointing_trains_identically() {
             batch_size: Some(4),
             checkpoint_every: Some(0),
             keep_last: Some(0),
-            bits: Some("8bit".into()),
+            bits: Some(lavin_model::quant::BaseBits::Eight),
             ..TrainArgs::default()
         };
         args.gradient_checkpointing = Some(checkpointing);

@@ -118,7 +118,7 @@ fn bad_input_fails_before_training() {
     // several devices on a CPU backend
     let mut a = args(&out);
     a.devices = Some("0,1".into());
-    a.backend = Some("ndarray".into());
+    a.backend = Some(lavin_backends::BackendKind::Ndarray);
     let e = format!("{:#}", run(&a, &OPTS).unwrap_err());
     assert!(
         e.contains("--devices 0,1") && e.contains("one device"),

@@ -14,8 +14,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
-use lavin_model::llama::BaseLinear;
-use lavin_model::parity::host;
+use lavin_model::llama::FrozenLinear;
+use lavin_parity::host;
 use lavin_model::quant::Bits;
 use lavin_model::weights::load_lavin;
 use lavin_model::{Lavin, LavinConfig};
@@ -24,8 +24,10 @@ use lavin_train::cli::{BenchArgs, TrainArgs};
 use lavin_train::config::TrainConfig;
 use lavin_train::optim::{step_module, AdamW, AdamWConfig};
 use lavin_train::params::lavin_trainable_name;
-use lavin_train::pretrain::util::host_params;
-use lavin_train::pretrain::{default_assets_dir, tiny_base_spec, tiny_default};
+use lavin_parity::host_params;
+use lavin_backends::{BackendArgs, BackendKind, Precision};
+use lavin_model::bundled;
+use lavin_model::quant::BaseBits;
 use lavin_train::run::{run, RunOptions};
 
 type P = NdArray<f32>;
@@ -40,7 +42,7 @@ fn load<B: Backend>(config: &LavinConfig, bits: Option<Bits>) -> Lavin<B> {
             bits,
             ..Default::default()
         },
-        ..tiny_base_spec(&default_assets_dir())
+        ..bundled::spec(&bundled::base_dir())
     };
     load_lavin::<B>(config, &spec, &Default::default()).expect("bundled tiny base loads")
 }
@@ -52,7 +54,7 @@ fn same_adapters<B: Backend>(model: Lavin<B>, from: &Lavin<B>) -> Lavin<B> {
     lavin_model::weights::load_adapters(model, &path, &Default::default()).unwrap()
 }
 
-fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&BaseLinear<B>> {
+fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&FrozenLinear<B>> {
     m.llama.base_linears().collect()
 }
 
@@ -65,7 +67,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn tiny_base_loads_quantized_with_logits_close_to_dense() {
-    let config = tiny_default();
+    let config = bundled::config();
     let device = Default::default();
     let dense = load::<P>(&config, None);
     // Adapters (adapter_proj, modality embedding) are freshly random at each load: give the
@@ -104,7 +106,7 @@ fn tiny_base_loads_quantized_with_logits_close_to_dense() {
 
 #[test]
 fn training_step_on_quantized_base_changes_adapters_only() {
-    let config = tiny_default();
+    let config = bundled::config();
     let device = Default::default();
     let model = load::<AD>(&config, Some(Bits::Eight));
     let before = host_params(&model.valid());
@@ -146,13 +148,17 @@ fn training_step_on_quantized_base_changes_adapters_only() {
 fn tiny_bench(bits: &str) -> BenchArgs {
     BenchArgs {
         preset: "tiny".into(),
+        layers: None,
+        vit_layers: None,
         batch_size: Some(2),
         seq_len: Some(16),
         steps: 1,
         warmup: 0,
-        backend: Some("ndarray".into()),
-        precision: None,
-        bits: bits.into(),
+        backend: BackendArgs {
+            backend: Some(BackendKind::Ndarray),
+            bits: bits.parse().unwrap(),
+            ..BackendArgs::default()
+        },
         gradient_checkpointing: false,
         checkpoint_ops: false,
         composed_ops: false,
@@ -167,7 +173,7 @@ fn train_args(out: &std::path::Path, bits: &str) -> TrainArgs {
         batch_size: Some(4),
         checkpoint_every: Some(0),
         keep_last: Some(0),
-        bits: Some(bits.into()),
+        bits: Some(bits.parse().unwrap()),
         ..TrainArgs::default()
     }
 }
@@ -184,9 +190,9 @@ fn train_runs_with_8bit_and_records_it() {
     assert_eq!(s.steps, 2);
     assert!(s.final_loss.is_finite());
     let saved = TrainConfig::load(&out.join("config.toml")).unwrap();
-    assert_eq!(saved.bits, "8bit");
+    assert_eq!(saved.bits, BaseBits::Eight);
     // The precision actually used is recorded (ndarray: f32).
-    assert_eq!(saved.precision.as_deref(), Some("f32"));
+    assert_eq!(saved.precision, Some(Precision::F32));
 }
 
 #[test]
@@ -194,8 +200,8 @@ fn half_precision_on_ndarray_fails_before_work() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let mut args = train_args(&out, "16bit");
-    args.backend = Some("ndarray".into());
-    args.precision = Some("fp16".into());
+    args.backend = Some(BackendKind::Ndarray);
+    args.precision = Some(Precision::F16);
     let e = format!("{:#}", run(&args, &RunOptions::default()).unwrap_err());
     assert!(e.contains("ndarray is f32 only"), "{e}");
     assert!(!out.exists(), "output written before the check");
@@ -206,7 +212,7 @@ fn four_bit_on_ndarray_fails_before_work() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let mut args = train_args(&out, "4bit");
-    args.backend = Some("ndarray".into());
+    args.backend = Some(BackendKind::Ndarray);
     let e = format!("{:#}", run(&args, &RunOptions::default()).unwrap_err());
     assert!(e.contains(FOUR_BIT_ERROR), "{e}");
     assert!(!out.exists(), "output written before the check");

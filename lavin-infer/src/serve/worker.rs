@@ -94,7 +94,7 @@ pub fn spawn_worker(mut generator: Box<dyn Generator>, queue_capacity: usize) ->
         .spawn(move || {
             while let Some(job) = rx.blocking_recv() {
                 let generator = generator.as_mut();
-                lavin_model::backends::on_worker_thread(|| run_job(generator, job));
+                lavin_backends::on_worker_thread(|| run_job(generator, job));
                 counter.fetch_sub(1, Ordering::SeqCst);
             }
         })

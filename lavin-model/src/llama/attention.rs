@@ -4,19 +4,19 @@ use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
-use super::base_linear::{BaseFormat, BaseLinear};
+use super::frozen_linear::{BaseFormat, FrozenLinear};
 use super::Rope;
 use crate::cache::{CacheUse, LayerCache};
-use crate::fused;
+use crate::kernels;
 use crate::quant::QuantError;
 use crate::sdpa::sdpa;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub wq: BaseLinear<B>,
-    pub wk: BaseLinear<B>,
-    pub wv: BaseLinear<B>,
-    pub wo: BaseLinear<B>,
+    pub wq: FrozenLinear<B>,
+    pub wk: FrozenLinear<B>,
+    pub wv: FrozenLinear<B>,
+    pub wo: FrozenLinear<B>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -25,7 +25,7 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     pub fn new(dim: usize, n_heads: usize, n_kv_heads: usize, device: &B::Device) -> Self {
         let head_dim = dim / n_heads;
-        let lin = |i, o| BaseLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
+        let lin = |i, o| FrozenLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
         Self {
             wq: lin(dim, n_heads * head_dim),
             wk: lin(dim, n_kv_heads * head_dim),
@@ -37,7 +37,7 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// Stores wq, wk, wv, wo as `format` says (see [`BaseLinear::convert`]).
+    /// Stores wq, wk, wv, wo as `format` says (see [`FrozenLinear::convert`]).
     pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
         Ok(Self {
             wq: self.wq.convert(format)?,
@@ -63,15 +63,15 @@ impl<B: Backend> Attention<B> {
         let [b, l, _] = x.dims();
         let dtype = x.dtype();
         // q, k, v (and so the KV cache and the probabilities) in the frozen weights' dtype
-        // where that is half and training keeps it half ([`fused::half_attention`]), else in
+        // where that is half and training keeps it half ([`kernels::half_attention`]), else in
         // the activations' dtype.
         let act = match self.wq.weight_dtype() {
-            Some(w) if w != dtype && fused::half_attention::<B>() => w,
+            Some(w) if w != dtype && kernels::half_attention::<B>() => w,
             _ => dtype,
         };
-        let project = |w: &BaseLinear<B>| w.forward_in_weight_dtype(x.clone()).cast(act);
+        let project = |w: &FrozenLinear<B>| w.forward_in_weight_dtype(x.clone()).cast(act);
         let heads =
-            |t: Tensor<B, 3>, h: usize| fused::swap_middle(t.reshape([b, l, h, self.head_dim]));
+            |t: Tensor<B, 3>, h: usize| kernels::swap_middle(t.reshape([b, l, h, self.head_dim]));
         let q = heads(rope.apply(project(&self.wq), pos), self.n_heads); // [B, H, L, hd]
         let k = heads(rope.apply(project(&self.wk), pos), self.n_kv_heads);
         let v = heads(project(&self.wv), self.n_kv_heads);
@@ -92,7 +92,7 @@ impl<B: Backend> Attention<B> {
         };
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let out = sdpa(q, k, v, mask); // [B, H, L, hd]
-        let merged = fused::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]);
+        let merged = kernels::swap_middle(out).reshape([b, l, self.n_heads * self.head_dim]);
         self.wo.forward_in_weight_dtype(merged).cast(dtype)
     }
 

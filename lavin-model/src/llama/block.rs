@@ -5,12 +5,12 @@ use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use super::attention::Attention;
-use super::base_linear::BaseFormat;
+use super::frozen_linear::BaseFormat;
 use super::feed_forward::FeedForward;
 use crate::adapter::RepAdapterRouter;
 use crate::cache::{CacheUse, LayerCache};
 use crate::config::{LavinConfig, LlamaAdapterType};
-use crate::fused;
+use crate::kernels;
 use crate::quant::QuantError;
 
 /// Router weights one block used: `[B, 2]` each (the MLP pair only for 'block' adapters).
@@ -141,5 +141,5 @@ fn first_row<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
 
 /// `norm.forward(x)`, fused where the backend allows.
 pub(super) fn rms<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
+    kernels::rms_norm(x, norm.gamma.val(), norm.epsilon)
 }

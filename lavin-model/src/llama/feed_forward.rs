@@ -4,20 +4,20 @@ use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::base_linear::{BaseFormat, BaseLinear};
-use crate::fused;
+use super::frozen_linear::{BaseFormat, FrozenLinear};
+use crate::kernels;
 use crate::quant::QuantError;
 
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
-    pub w1: BaseLinear<B>,
-    pub w2: BaseLinear<B>,
-    pub w3: BaseLinear<B>,
+    pub w1: FrozenLinear<B>,
+    pub w2: FrozenLinear<B>,
+    pub w3: FrozenLinear<B>,
 }
 
 impl<B: Backend> FeedForward<B> {
     pub fn new(dim: usize, hidden: usize, device: &B::Device) -> Self {
-        let lin = |i, o| BaseLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
+        let lin = |i, o| FrozenLinear::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
         Self {
             w1: lin(dim, hidden),
             w2: lin(hidden, dim),
@@ -25,7 +25,7 @@ impl<B: Backend> FeedForward<B> {
         }
     }
 
-    /// Stores w1, w2, w3 as `format` says (see [`BaseLinear::convert`]).
+    /// Stores w1, w2, w3 as `format` says (see [`FrozenLinear::convert`]).
     pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
         Ok(Self {
             w1: self.w1.convert(format)?,
@@ -40,7 +40,7 @@ impl<B: Backend> FeedForward<B> {
         // half base, training keeps them half (the gate's backward reads both), losing nothing
         // (they are half products).
         let dtype = x.dtype();
-        self.w2.forward(fused::silu_gate_widening(
+        self.w2.forward(kernels::silu_gate_widening(
             self.w1.forward_in_weight_dtype(x.clone()),
             self.w3.forward_in_weight_dtype(x),
             dtype,

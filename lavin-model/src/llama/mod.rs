@@ -1,7 +1,7 @@
 //! The frozen LLaMA decoder (Meta layout) that LaVIN adapts.
 
 pub mod attention;
-pub mod base_linear;
+pub mod frozen_linear;
 pub mod block;
 pub mod feed_forward;
 pub mod rope;
@@ -10,14 +10,14 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
-pub use base_linear::{BaseFormat, BaseLinear};
+pub use frozen_linear::{BaseFormat, FrozenLinear};
 pub use block::{Block, BlockInput, BlockRoutes, MlpRouterInput};
 pub use rope::Rope;
 
 use crate::cache::{CacheUse, KvCache};
 use crate::config::LavinConfig;
 use crate::quant::{Bits, QuantError};
-use base_linear::{cast_linear, cast_param, compute_dtype, mixed_linear};
+use frozen_linear::{cast_linear, cast_param, compute_dtype, mixed_linear};
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -82,7 +82,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// The frozen linears of every block, in order: wq, wk, wv, wo, w1, w2, w3 per layer.
-    pub fn base_linears(&self) -> impl Iterator<Item = &BaseLinear<B>> {
+    pub fn base_linears(&self) -> impl Iterator<Item = &FrozenLinear<B>> {
         self.layers.iter().flat_map(|b| {
             let (a, f) = (&b.attention, &b.feed_forward);
             [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3]

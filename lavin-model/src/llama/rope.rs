@@ -2,14 +2,14 @@
 //! together by `pos * theta^(-2i/d)`.
 //!
 //! Written out as `x * cos + swap_pairs(x) * sin` over the contiguous `[B, L, heads * d]`
-//! projection, before the heads are split ([`fused::rope`]). Burn's `RotaryEncoding` does the rotation as a
+//! projection, before the heads are split ([`kernels::rope`]). Burn's `RotaryEncoding` does the rotation as a
 //! batched `[.., 2] x [2, 4]` matmul on the head-split (transposed) tensor, which on the CPU
 //! backends costs more than the attention it feeds.
 
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use crate::fused;
+use crate::kernels;
 
 /// Precomputed `cos` and signed `sin` tables, `[max_len, head_dim]`, each value repeated for
 /// both features of its pair.
@@ -51,6 +51,6 @@ impl<B: Backend> Rope<B> {
     pub fn apply(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
         let l = x.dims()[1];
         let rows = |t: &Tensor<B, 2>| t.clone().narrow(0, pos, l);
-        fused::rope(x, rows(&self.cos), rows(&self.sin))
+        kernels::rope(x, rows(&self.cos), rows(&self.sin))
     }
 }

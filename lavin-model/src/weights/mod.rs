@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod apply;
 pub mod clip;
+pub mod host;
 pub mod llama;
 pub mod names;
 pub mod source;
@@ -18,7 +19,8 @@ use burn::tensor::backend::Backend;
 
 pub use adapters::{load_adapters, save_adapters};
 pub use names::{is_trainable, original_name};
-pub use source::{HostTensor, TensorSource};
+pub use host::HostTensor;
+pub use source::TensorSource;
 
 use crate::error::WeightsError;
 use crate::llama::BaseFormat;

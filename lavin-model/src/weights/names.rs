@@ -15,7 +15,7 @@ pub fn original_name(burn_path: &str) -> Option<String> {
     let parts: Vec<&str> = burn_path.split('.').collect();
     let renamed: Vec<String> = parts
         .iter()
-        // Enum variants of `VisualAdapter` and `BaseLinear` are not part of the original names.
+        // Enum variants of `VisualAdapter` and `FrozenLinear` are not part of the original names.
         .filter(|p| !matches!(**p, "Normal" | "Router" | "Dense" | "Quant"))
         .map(|p| match *p {
             "conv_a" => "conv_A".to_string(),

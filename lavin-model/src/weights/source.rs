@@ -10,51 +10,10 @@ use burn::tensor::{DType, TensorData};
 use burn_store::pytorch::PytorchReader;
 use safetensors::Dtype;
 
+pub use super::host::HostTensor;
+use super::host::{decode_f32, decode_i64, ElemType};
 use super::torch_pickle::TorchPickleReader;
 use crate::error::WeightsError;
-
-/// A tensor on the host in f32, with its shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    /// `[r, c] -> [c, r]`
-    pub fn transpose(&self) -> Self {
-        let (r, c) = (self.shape[0], self.shape[1]);
-        let mut data = vec![0.0; r * c];
-        for i in 0..r {
-            for j in 0..c {
-                data[j * r + i] = self.data[i * c + j];
-            }
-        }
-        Self {
-            shape: vec![c, r],
-            data,
-        }
-    }
-
-    /// Concatenates along `dim` (all other dims equal).
-    pub fn cat(parts: &[HostTensor], dim: usize) -> Self {
-        let mut shape = parts[0].shape.clone();
-        shape[dim] = parts.iter().map(|p| p.shape[dim]).sum();
-        let outer: usize = shape[..dim].iter().product();
-        let mut data = Vec::with_capacity(shape.iter().product());
-        for o in 0..outer {
-            for p in parts {
-                let inner: usize = p.shape[dim..].iter().product();
-                data.extend_from_slice(&p.data[o * inner..(o + 1) * inner]);
-            }
-        }
-        Self { shape, data }
-    }
-
-    pub fn into_data(self) -> TensorData {
-        TensorData::new(self.data, self.shape)
-    }
-}
 
 /// Named tensors, fetched one at a time.
 pub trait TensorSource {
@@ -266,21 +225,11 @@ impl SafetensorsSource {
                     path: self.path.clone(),
                     key: key.to_string(),
                 })?;
-        let b = &self.map[range.clone()];
-        let v: Vec<i64> = match dtype {
-            Dtype::I64 => b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect(),
-            Dtype::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
-                .collect(),
-            Dtype::U32 => b
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
-                .collect(),
-            Dtype::U8 => b.iter().map(|&c| c as i64).collect(),
+        let elem = match dtype {
+            Dtype::I64 => ElemType::I64,
+            Dtype::I32 => ElemType::I32,
+            Dtype::U32 => ElemType::U32,
+            Dtype::U8 => ElemType::U8,
             other => {
                 return Err(WeightsError::Dtype {
                     path: self.path.clone(),
@@ -289,6 +238,9 @@ impl SafetensorsSource {
                 })
             }
         };
+        let v = decode_i64(elem, &self.map[range.clone()]).map_err(|e| {
+            WeightsError::format(&self.path, "safetensors", format!("tensor `{key}`: {e}"))
+        })?;
         Ok((shape.clone(), v))
     }
 }
@@ -306,32 +258,17 @@ impl TensorSource for SafetensorsSource {
         let Some((dtype, shape, range)) = self.index.get(key) else {
             return Ok(None);
         };
-        let bytes = &self.map[range.clone()];
-        let data: Vec<f32> = match dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            other => {
-                return Err(WeightsError::Dtype {
-                    path: self.path.clone(),
-                    key: key.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
+        let elem = ElemType::from_safetensors(*dtype).filter(|e| e.is_float());
+        let Some(elem) = elem else {
+            return Err(WeightsError::Dtype {
+                path: self.path.clone(),
+                key: key.to_string(),
+                dtype: format!("{dtype:?}"),
+            });
         };
+        let data = decode_f32(elem, &self.map[range.clone()]).map_err(|e| {
+            WeightsError::format(&self.path, "safetensors", format!("tensor `{key}`: {e}"))
+        })?;
         Ok(Some(HostTensor {
             shape: shape.clone(),
             data,

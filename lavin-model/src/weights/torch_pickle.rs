@@ -15,56 +15,35 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
 
-use super::source::HostTensor;
+use super::host::{decode_f32, ElemType, HostTensor};
 use crate::error::WeightsError;
 
 const FORMAT: &str = "PyTorch checkpoint";
 /// Deepest dict nesting followed when collecting tensors.
 const MAX_DEPTH: usize = 64;
 
-/// Element type of a torch storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageDtype {
-    F32,
-    F16,
-    BF16,
-    F64,
-    /// Any other storage class (`LongStorage`, `BoolStorage`, ...): listed, not convertible.
-    Other(usize),
-}
-
-impl StorageDtype {
-    fn from_class(name: &str) -> Result<(Self, &'static str), String> {
-        Ok(match name {
-            "FloatStorage" => (Self::F32, "f32"),
-            "HalfStorage" => (Self::F16, "f16"),
-            "BFloat16Storage" => (Self::BF16, "bf16"),
-            "DoubleStorage" => (Self::F64, "f64"),
-            "LongStorage" => (Self::Other(8), "i64"),
-            "IntStorage" => (Self::Other(4), "i32"),
-            "ShortStorage" => (Self::Other(2), "i16"),
-            "CharStorage" => (Self::Other(1), "i8"),
-            "ByteStorage" => (Self::Other(1), "u8"),
-            "BoolStorage" => (Self::Other(1), "bool"),
-            other => return Err(format!("unknown storage class `{other}`")),
-        })
-    }
-
-    fn size(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::F64 => 8,
-            Self::Other(n) => n,
-        }
-    }
+/// The element type of a torch storage class (`FloatStorage`, `LongStorage`, ...).
+fn storage_dtype(class: &str) -> Result<ElemType, String> {
+    Ok(match class {
+        "FloatStorage" => ElemType::F32,
+        "HalfStorage" => ElemType::F16,
+        "BFloat16Storage" => ElemType::BF16,
+        "DoubleStorage" => ElemType::F64,
+        "LongStorage" => ElemType::I64,
+        "IntStorage" => ElemType::I32,
+        "ShortStorage" => ElemType::I16,
+        "CharStorage" => ElemType::I8,
+        "ByteStorage" => ElemType::U8,
+        "BoolStorage" => ElemType::Bool,
+        other => return Err(format!("unknown storage class `{other}`")),
+    })
 }
 
 /// Where one tensor's elements live in the archive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRef {
-    pub dtype: StorageDtype,
-    dtype_name: &'static str,
+    /// Element type of the storage; only floating-point tensors are read.
+    pub dtype: ElemType,
     /// Storage key: the entry `<archive>/data/<key>`.
     pub storage: String,
     /// Offset into the storage, in elements.
@@ -92,8 +71,7 @@ impl TensorRef {
 
 #[derive(Debug, Clone)]
 struct StorageRef {
-    dtype: StorageDtype,
-    dtype_name: &'static str,
+    dtype: ElemType,
     key: String,
 }
 
@@ -544,12 +522,8 @@ fn persistent(pid: &Value) -> Value {
                 Value::Int(i) => i.to_string(),
                 _ => return Value::Bad(Rc::from("storage key is not a string")),
             };
-            match StorageDtype::from_class(&g.1) {
-                Ok((dtype, dtype_name)) => Value::Storage(Rc::new(StorageRef {
-                    dtype,
-                    dtype_name,
-                    key,
-                })),
+            match storage_dtype(&g.1) {
+                Ok(dtype) => Value::Storage(Rc::new(StorageRef { dtype, key })),
                 Err(e) => Value::Bad(Rc::from(e)),
             }
         }
@@ -615,7 +589,6 @@ fn rebuild_tensor(a: &[Value]) -> Value {
     }
     Value::Tensor(Rc::new(TensorRef {
         dtype: storage.dtype,
-        dtype_name: storage.dtype_name,
         storage: storage.key.clone(),
         offset,
         shape,
@@ -782,11 +755,11 @@ impl TorchPickleReader {
         let err = |reason: String| {
             WeightsError::format(&self.path, FORMAT, format!("tensor `{key}`: {reason}"))
         };
-        if let StorageDtype::Other(_) = t.dtype {
+        if !t.dtype.is_float() {
             return Err(WeightsError::Dtype {
                 path: self.path.clone(),
                 key: key.to_string(),
-                dtype: t.dtype_name.to_string(),
+                dtype: t.dtype.name().to_string(),
             });
         }
         if !t.is_contiguous() {
@@ -821,26 +794,7 @@ impl TorchPickleReader {
                 bytes.len()
             )));
         }
-        let b = &bytes[start..end];
-        let data: Vec<f32> = match t.dtype {
-            StorageDtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            StorageDtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StorageDtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StorageDtype::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            StorageDtype::Other(_) => unreachable!("checked above"),
-        };
+        let data = decode_f32(t.dtype, &bytes[start..end]).map_err(|e| err(e.to_string()))?;
         Ok(Some(HostTensor {
             shape: t.shape.clone(),
             data,

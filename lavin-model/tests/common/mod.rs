@@ -9,8 +9,8 @@
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lavin_model::llama::BaseLinear;
-use lavin_model::parity::{adapter_grads, host};
+use lavin_model::llama::FrozenLinear;
+use lavin_parity::{adapter_grads, host};
 use lavin_model::quant::{Bits, FrozenQuantLinear};
 use lavin_model::weights::adapters::{adapter_tensors, load_adapters, write_safetensors};
 use lavin_model::{Lavin, LavinBatch, LavinConfig};
@@ -256,7 +256,7 @@ pub fn dense_model<B: Backend>(c: &LavinConfig, device: &Device<B>) -> Lavin<B> 
     model
 }
 
-pub fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&BaseLinear<B>> {
+pub fn linears<B: Backend>(m: &Lavin<B>) -> Vec<&FrozenLinear<B>> {
     m.llama.base_linears().collect()
 }
 

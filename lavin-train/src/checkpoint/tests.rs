@@ -7,14 +7,14 @@ fn tiny(step: u64) -> Checkpoint {
         "layers.0.adapter_attn.conv_A.weight".to_string(),
         HostTensor {
             shape: vec![2, 3, 1],
-            values: (0..6).map(|v| v as f32).collect(),
+            data: (0..6).map(|v| v as f32).collect(),
         },
     );
     model.insert(
         "layers.0.adapter_attn.conv_A.bias".to_string(),
         HostTensor {
             shape: vec![2],
-            values: vec![0.5, -0.5],
+            data: vec![0.5, -0.5],
         },
     );
     let exp_avg = model.clone();
@@ -81,7 +81,7 @@ fn foreign_safetensors_is_not_a_checkpoint() {
         "a".to_string(),
         HostTensor {
             shape: vec![1],
-            values: vec![1.0],
+            data: vec![1.0],
         },
     );
     std::fs::write(&p, crate::io::to_safetensors(&t, BTreeMap::new()).unwrap()).unwrap();

@@ -18,7 +18,7 @@ fn case() -> PathBuf {
 
 fn to_tensor(t: &HostTensor) -> Tensor<B, 1> {
     Tensor::from_data(
-        TensorData::new(t.values.clone(), [t.values.len()]),
+        TensorData::new(t.data.clone(), [t.data.len()]),
         &Default::default(),
     )
 }
@@ -26,7 +26,7 @@ fn to_tensor(t: &HostTensor) -> Tensor<B, 1> {
 fn max_abs_diff(a: &Tensor<B, 1>, b: &HostTensor) -> f64 {
     let a = a.to_data().to_vec::<f32>().unwrap();
     a.iter()
-        .zip(&b.values)
+        .zip(&b.data)
         .map(|(x, y)| (x - y).abs() as f64)
         .fold(0.0, f64::max)
 }

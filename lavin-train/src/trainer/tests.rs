@@ -4,7 +4,7 @@ use crate::optim::step_module;
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
-use lavin_model::parity::Case;
+use lavin_parity::Case;
 
 type AB = Autodiff<NdArray<f32>>;
 
@@ -48,8 +48,8 @@ fn end_to_end_three_steps_match_fixture() {
             for (name, t) in &got {
                 let want = &fx[&format!("step{step}.{name}")];
                 let g = &fx[&format!("grad_step1.{name}")];
-                let gmax = g.values.iter().fold(0f32, |a, v| a.max(v.abs()));
-                for ((a, b), gv) in t.values.iter().zip(&want.values).zip(&g.values) {
+                let gmax = g.data.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for ((a, b), gv) in t.data.iter().zip(&want.data).zip(&g.data) {
                     if gv.abs() >= 1e-3 * gmax {
                         worst_param = worst_param.max((a - b).abs() as f64);
                     }

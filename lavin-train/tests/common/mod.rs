@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lavin_model::parity::Case;
+use lavin_parity::Case;
 use lavin_model::LavinBatch;
 use lavin_train::trainer::{BatchSource, BatchStats};
 
