@@ -16,7 +16,7 @@
 # STEPS picks the steps (names below). The default set fits one 600 s device call with room
 # for the start; the A/B steps go in a second call:
 #   STEPS="train-7b-composed train-7b-ckpt" bash scripts/gpu-check.sh
-# STEPS=all runs every step (about 710 s of limits).
+# STEPS=all runs every step (about 860 s of limits).
 set -u
 OUT=${OUT:-/tmp/lavin-gpu-check}
 BACKEND=${BACKEND:-cuda}
@@ -85,6 +85,11 @@ step train-7b-composed 150 "$BIN/lavin-train" bench --preset "$PRESET" --backend
 # The paper's batch with recomputation: the memory a 16-bit base needs at batch 4.
 step train-7b-ckpt 100 "$BIN/lavin-train" bench --preset "$PRESET" --backend "$BACKEND" \
     --batch-size 4 --warmup 1 --steps 2 --gradient-checkpointing
+# Device memory per LLaMA block (CubeCL's pool, `device_memory` in the JSON): 0, 1 and 2 blocks
+# at the paper's batch, the GPU's counterpart of the lavapipe slices in docs/performance.md.
+SLICE=${SLICE:-$([ "$PRESET" = 7b-shape ] && echo 7b-slice || echo "$PRESET")}
+step train-7b-slices 150 bash -c 'for k in 0 1 2; do "$0" bench --preset "$1" --backend "$2" \
+    --layers $k --batch-size 4 --warmup 1 --steps 1 || exit; done' "$BIN/lavin-train" "$SLICE" "$BACKEND"
 
 echo "=== summary (peak = nvidia-smi memory.used, MiB)"
 cat "$OUT/summary.txt"

@@ -368,7 +368,7 @@ pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t)]
     pub bits: BaseBits,
     /// Use this backends.toml instead of the one built into the binary.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "backends_file", value_name = "FILE")]
     pub backends_file: Option<std::path::PathBuf>,
 }
 

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::chat::{run_chat, CHAT_ROUTER_TEMPERATURE};
@@ -19,6 +20,10 @@ use crate::load::load_generator;
 use crate::model_args::ModelArgs;
 
 /// LaVIN inference: evaluation, scoring, chat and serving.
+///
+/// Every flag of the original `eval.py`, `eval_mme.py` and `demo.py` also accepts its original
+/// spelling (`--ckpt_dir`, `--adapter_path`, `--max_batch_size`, `--server_name`, ...); the ones
+/// that mean nothing here are accepted and reported once as ignored ([`ignored_flags`]).
 #[derive(Debug, Parser)]
 #[command(name = "lavin-infer", version, about)]
 pub struct Cli {
@@ -90,13 +95,13 @@ impl lavin_backends::BackendJob for BenchRun<'_> {
 #[derive(Debug, Clone, Args)]
 pub struct DecodeArgs {
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, alias = "generation_temperature", default_value_t = 0.1)]
     pub generation_temperature: f32,
     /// Nucleus (top-p) threshold.
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, alias = "top_p", default_value_t = 0.75)]
     pub top_p: f32,
     /// Top-k cut (0 = off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, alias = "top_k", default_value_t = 0)]
     pub top_k: usize,
     /// Greedy decoding (overrides the sampling temperature).
     #[arg(long)]
@@ -127,28 +132,36 @@ impl DecodeArgs {
 #[derive(Debug, Args)]
 pub struct EvalSqaArgs {
     /// ScienceQA root: problems.json, pid_splits.json, images/<split>/<qid>/image.png.
-    #[arg(long)]
+    #[arg(long, alias = "data_root")]
     pub data_root: PathBuf,
     /// Split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Captions file (default <data-root>/captions.json).
-    #[arg(long)]
+    #[arg(long, alias = "caption_file")]
     pub caption_file: Option<PathBuf>,
     /// Put captions into the context.
-    #[arg(long)]
+    #[arg(
+        long,
+        alias = "use_caption",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     pub use_caption: bool,
     /// Prompt format.
-    #[arg(long, default_value = "QCM-ALE")]
+    #[arg(long, alias = "prompt_format", default_value = "QCM-ALE")]
     pub prompt_format: String,
     /// Problems per batch (the order and size of batches change results, as in the original).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, alias = "max_batch_size", default_value_t = 64)]
     pub max_batch_size: usize,
     /// New tokens per answer.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, alias = "max_gen_len", default_value_t = 64)]
     pub max_gen_len: usize,
     /// Skip problems whose image file is missing (warning) instead of failing.
-    #[arg(long)]
+    #[arg(long, alias = "skip_missing_images")]
     pub skip_missing_images: bool,
     /// Where to write the predictions.
     #[arg(long, default_value = "preds.json")]
@@ -168,7 +181,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub preds: PathBuf,
     /// ScienceQA root holding problems.json.
-    #[arg(long, required_unless_present = "problems")]
+    #[arg(long, alias = "data_root", required_unless_present = "problems")]
     pub data_root: Option<PathBuf>,
     /// problems.json itself (instead of --data-root).
     #[arg(long)]
@@ -178,11 +191,11 @@ pub struct ScoreArgs {
 /// `eval-mme`.
 #[derive(Debug, Args)]
 pub struct EvalMmeArgs {
-    /// MME root: one folder per subtask.
-    #[arg(long)]
+    /// MME root: one folder per subtask (default `../data/mme`, as eval_mme.py's `root_dir_`).
+    #[arg(long, aliases = ["root_dir_", "root_dir", "root-dir"], default_value = "../data/mme")]
     pub root: PathBuf,
     /// Images per batch (two prompts each).
-    #[arg(long, default_value_t = MME_BATCH_IMAGES)]
+    #[arg(long, alias = "batch_images", default_value_t = MME_BATCH_IMAGES)]
     pub batch_images: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
@@ -193,13 +206,67 @@ pub struct EvalMmeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub model: ModelArgs,
+    /// eval_mme.py's flags that it does not use (hidden; reported as ignored).
+    #[command(flatten)]
+    pub original_only: OriginalOnlyMmeFlags,
+}
+
+/// Flags `eval_mme.py` accepts (a copy of eval.py's) but never reads, or overrides: accepted
+/// so that its command line runs unchanged, hidden from `--help`, reported as ignored.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct OriginalOnlyMmeFlags {
+    /// `--data_root`.
+    #[arg(
+        long = "data_root",
+        alias = "data-root",
+        value_name = "DIR",
+        hide = true
+    )]
+    pub data_root: Option<String>,
+    /// `--caption_file`.
+    #[arg(
+        long = "caption_file",
+        alias = "caption-file",
+        value_name = "FILE",
+        hide = true
+    )]
+    pub caption_file: Option<String>,
+    /// `--split`.
+    #[arg(long = "split", value_name = "SPLIT", hide = true)]
+    pub split: Option<String>,
+    /// `--prompt_format`.
+    #[arg(
+        long = "prompt_format",
+        alias = "prompt-format",
+        value_name = "FORMAT",
+        hide = true
+    )]
+    pub prompt_format: Option<String>,
+    /// `--use_caption`.
+    #[arg(
+        long = "use_caption",
+        alias = "use-caption",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        hide = true
+    )]
+    pub use_caption: Option<bool>,
+    /// `--max_batch_size`: eval_mme.py sizes its cache with it, then batches 8 images.
+    #[arg(
+        long = "max_batch_size",
+        alias = "max-batch-size",
+        value_name = "N",
+        hide = true
+    )]
+    pub max_batch_size: Option<String>,
 }
 
 /// What `chat` and `serve` share: the model (or a scripted fake) and the reply defaults.
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// New tokens per reply (the default a request can override in `serve`).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, alias = "max_gen_len", default_value_t = 256)]
     pub max_gen_len: usize,
     /// Use a scripted fake model (no weights needed).
     #[arg(long)]
@@ -238,17 +305,18 @@ pub struct ChatArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to bind (loopback by default; use 0.0.0.0 to expose it).
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to bind (loopback by default; use 0.0.0.0 to expose it); demo.py's
+    /// `--server_name`.
+    #[arg(long, aliases = ["server_name", "server-name"], default_value = "127.0.0.1")]
     pub host: String,
     /// Port.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// Largest request body in MiB.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, alias = "max_body_mb", default_value_t = 20)]
     pub max_body_mb: usize,
     /// Largest max_tokens a request may ask for.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, alias = "max_new_tokens", default_value_t = 512)]
     pub max_new_tokens: usize,
     /// Requests that may wait for the model before 503.
     #[arg(long, default_value_t = 32)]
@@ -297,8 +365,94 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
     Ok(load_image_file(path)?)
 }
 
+/// The original's flags given on a command line that mean nothing here, with the reason for
+/// each; [`IgnoredFlags::line`] is the one line [`run`] prints at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoredFlags {
+    /// `(flag as the original spells it, why it is ignored)`, in a fixed order.
+    pub flags: Vec<(&'static str, &'static str)>,
+}
+
+impl IgnoredFlags {
+    fn note(&mut self, given: bool, flag: &'static str, why: &'static str) {
+        if given {
+            self.flags.push((flag, why));
+        }
+    }
+
+    /// The flags' names (`--cpu_load`, ...).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.flags.iter().map(|(f, _)| *f).collect()
+    }
+
+    /// Whether no such flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// One line naming the ignored flags and why (`None` when there are none).
+    pub fn line(&self) -> Option<String> {
+        if self.flags.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .flags
+            .iter()
+            .map(|(f, why)| format!("{f} ({why})"))
+            .collect();
+        Some(format!(
+            "ignoring the original's flags that mean nothing here: {}",
+            list.join("; ")
+        ))
+    }
+}
+
+/// The original's flags on `command` that mean nothing here (`--cpu_load`, `--options`, and
+/// for `eval-mme` the ScienceQA flags eval_mme.py accepts without reading them).
+pub fn ignored_flags(command: &Command) -> IgnoredFlags {
+    let mut r = IgnoredFlags::default();
+    let model = match command {
+        Command::EvalSqa(a) => Some(&a.model),
+        Command::EvalMme(a) => Some(&a.model),
+        Command::Chat(a) => Some(&a.session.model),
+        Command::Serve(a) => Some(&a.session.model),
+        Command::Parity(_) | Command::Score(_) | Command::Bench(_) => None,
+    };
+    if let Some(m) = model {
+        let o = &m.original_only;
+        r.note(
+            o.cpu_load.is_some(),
+            "--cpu_load",
+            "the frozen base is always loaded one block at a time, converted as it is read",
+        );
+        r.note(
+            o.options.is_some(),
+            "--options",
+            "the answer letters are A to E, the original's default",
+        );
+    }
+    if let Command::EvalMme(a) = command {
+        let o = &a.original_only;
+        let unread = "eval_mme.py does not read it either";
+        r.note(o.data_root.is_some(), "--data_root", unread);
+        r.note(o.caption_file.is_some(), "--caption_file", unread);
+        r.note(o.split.is_some(), "--split", unread);
+        r.note(o.prompt_format.is_some(), "--prompt_format", unread);
+        r.note(o.use_caption.is_some(), "--use_caption", unread);
+        r.note(
+            o.max_batch_size.is_some(),
+            "--max_batch_size",
+            "eval_mme.py batches 8 images whatever it says; see --batch-images",
+        );
+    }
+    r
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(line) = ignored_flags(&cli.command).line() {
+        eprintln!("lavin-infer: {line}");
+    }
     match cli.command {
         // The server's model thread moves each job onto a worker itself (`serve::worker`);
         // its main thread blocks in the HTTP runtime for good.
@@ -468,6 +622,96 @@ mod tests {
         assert_eq!(a.decode.params(64).temperature, 0.0);
         assert_eq!(a.model.temperature, Some(10.0));
         assert_eq!(a.model.positions, lavin_model::Positions::Consistent);
+    }
+
+    #[test]
+    fn every_flag_takes_its_snake_case_spelling() {
+        let cmd = Cli::command();
+        let mut n = 0;
+        for sub in ["eval-sqa", "score", "eval-mme", "chat", "serve"] {
+            let sub = cmd.find_subcommand(sub).unwrap();
+            for a in sub.get_arguments() {
+                let Some(long) = a.get_long() else { continue };
+                if long.contains('-') {
+                    let snake = long.replace('-', "_");
+                    let aliases = a.get_all_aliases().unwrap_or_default();
+                    assert!(
+                        aliases.contains(&snake.as_str()),
+                        "{}: --{long} has no --{snake}",
+                        sub.get_name()
+                    );
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 40, "{n}");
+    }
+
+    #[test]
+    fn clip_flag_is_clip_model_path_with_the_old_spellings() {
+        for flag in [
+            "--clip-model-path",
+            "--clip_model_path",
+            "--clip-path",
+            "--clip_path",
+        ] {
+            let cli =
+                Cli::try_parse_from(["lavin-infer", "chat", "--fake", flag, "/x/c.pt"]).unwrap();
+            let Command::Chat(a) = cli.command else {
+                panic!()
+            };
+            assert_eq!(
+                a.session.model.clip_path.as_deref(),
+                Some(Path::new("/x/c.pt"))
+            );
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("chat")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("--clip-model-path") && !help.contains("clip-path "),
+            "{help}"
+        );
+        assert!(
+            !help.contains("cpu_load") && !help.contains("--llm_model "),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn fire_style_booleans_and_ignored_flags() {
+        let cli = Cli::try_parse_from([
+            "lavin-infer",
+            "eval-sqa",
+            "--data_root",
+            "d",
+            "--use_vicuna=True",
+            "--use_caption",
+            "--cpu_load",
+        ])
+        .unwrap();
+        let ignored = ignored_flags(&cli.command);
+        let Command::EvalSqa(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.model.use_vicuna && a.use_caption);
+        assert_eq!(ignored.names(), ["--cpu_load"]);
+        assert!(ignored.line().unwrap().contains("--cpu_load ("));
+        let cli = Cli::try_parse_from([
+            "lavin-infer",
+            "eval-sqa",
+            "--data-root",
+            "d",
+            "--use-vicuna=False",
+        ])
+        .unwrap();
+        assert!(ignored_flags(&cli.command).line().is_none());
+        let Command::EvalSqa(a) = cli.command else {
+            panic!()
+        };
+        assert!(!a.model.use_vicuna && !a.use_caption);
     }
 
     #[test]

@@ -3,64 +3,86 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 use lavin_backends::BackendArgs;
 use lavin_model::{LlamaAdapterType, Positions, VisualAdapterType};
 
-/// The flags that describe which model to load (names as the original `eval.py`).
+/// The flags that describe which model to load (names as the original `eval.py`, in
+/// kebab-case; each also accepts the original's spelling: `--ckpt_dir`, `--adapter_path`,
+/// `--llm_model`, `--max_seq_len`, ...).
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// LLaMA checkpoint folder (Meta layout: `params.json` + `consolidated.*.pth`; or HF layout).
-    #[arg(long)]
+    /// LLaMA checkpoint folder (Meta layout: `params.json` + `consolidated.*.pth`; or HF layout);
+    /// the original's `--ckpt_dir`.
+    #[arg(long, aliases = ["llama_model_path", "ckpt_dir", "ckpt-dir"])]
     pub llama_model_path: Option<PathBuf>,
     /// Model subfolder inside `--llama-model-path` (the original's `--llm_model`).
-    #[arg(long, default_value = "7B")]
+    #[arg(long, alias = "llm_model", default_value = "7B")]
     pub llm_model: String,
     /// Add the Vicuna delta onto the Meta LLaMA as the original does (for the authors' Vicuna
     /// adapters).
-    #[arg(long)]
+    #[arg(
+        long,
+        alias = "use_vicuna",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     pub use_vicuna: bool,
     /// Vicuna delta folder (HF safetensors); default `<llama-model-path>/vicuna_<llm-model>`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "vicuna_delta", value_name = "DIR")]
     pub vicuna_delta: Option<std::path::PathBuf>,
     /// Tokenizer (`tokenizer.model` or `tokenizer.json`); default `<llama-model-path>/tokenizer.model`.
-    #[arg(long)]
+    #[arg(long, alias = "tokenizer_path")]
     pub tokenizer_path: Option<PathBuf>,
     /// CLIP vision weights (OpenAI state dict or HF safetensors).
-    #[arg(long)]
+    #[arg(
+        long = "clip-model-path",
+        aliases = ["clip_model_path", "clip-path", "clip_path"],
+        value_name = "FILE"
+    )]
     pub clip_path: Option<PathBuf>,
-    /// Trained adapter checkpoint (the original's `checkpoint-N.pth`, or ours).
-    #[arg(long)]
+    /// Trained adapter checkpoint (the original's `checkpoint-N.pth`, or ours); the original's
+    /// `--adapter_path`.
+    #[arg(long, aliases = ["adapter_path", "adapter-path"])]
     pub adapter: Option<PathBuf>,
     /// Model preset instead of checkpoint shapes: tiny, small, llama_7b.
     #[arg(long)]
     pub preset: Option<String>,
     /// Context length.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, alias = "max_seq_len", default_value_t = 512)]
     pub max_seq_len: usize,
     /// Number of image features; must equal the vision tower's blocks / 4 (6 for ViT-L/14),
     /// which is also the default.
-    #[arg(long)]
+    #[arg(long, alias = "n_prompt")]
     pub n_prompt: Option<usize>,
     /// ROUTER temperature of the adapters (not the sampling temperature). Default: 10 for
     /// ScienceQA, 5 for chat, serve and MME, as the original scripts.
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Where the LLaMA adapters sit.
-    #[arg(long, value_enum, default_value_t = LlamaAdapterType::Attn)]
+    #[arg(long, alias = "adapter_type", value_enum, default_value_t = LlamaAdapterType::Attn)]
     pub adapter_type: LlamaAdapterType,
     /// Adapter hidden size.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, alias = "adapter_dim", default_value_t = 8)]
     pub adapter_dim: usize,
     /// Adapter scale.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, alias = "adapter_scale", default_value_t = 1.0)]
     pub adapter_scale: f32,
     /// Hidden size of the image projection (default: 128 as the paper; the bundled tiny base's
     /// own value without --llama-model-path).
-    #[arg(long)]
+    #[arg(long, alias = "hidden_proj")]
     pub hidden_proj: Option<usize>,
     /// Which adapters the CLIP blocks get.
-    #[arg(long, value_enum, default_value_t = VisualAdapterType::Router)]
+    #[arg(
+        long,
+        alias = "visual_adapter_type",
+        value_enum,
+        default_value_t = VisualAdapterType::Router
+    )]
     pub visual_adapter_type: VisualAdapterType,
     /// Rotary positions during cached generation: `faithful` as the original's KV cache (later
     /// steps one position lower, modality token not cached; reproduces its outputs exactly),
@@ -70,4 +92,27 @@ pub struct ModelArgs {
     /// Backend, precision and width of the frozen base.
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// The original's model flags that mean nothing here (hidden; reported as ignored).
+    #[command(flatten)]
+    pub original_only: OriginalOnlyModelFlags,
+}
+
+/// Flags of the original `eval.py`, `eval_mme.py` and `demo.py` that mean nothing here:
+/// accepted so that their command lines run unchanged, hidden from `--help`, and named once
+/// at start as ignored ([`crate::cli::ignored_flags`]).
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct OriginalOnlyModelFlags {
+    /// `--cpu_load`: the original builds the model on the CPU to spare GPU memory.
+    #[arg(
+        long = "cpu_load",
+        alias = "cpu-load",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        hide = true
+    )]
+    pub cpu_load: Option<bool>,
+    /// `--options`: the answer letters (A to E here, the original's default).
+    #[arg(long = "options", value_name = "LIST", num_args = 1.., hide = true)]
+    pub options: Option<Vec<String>>,
 }

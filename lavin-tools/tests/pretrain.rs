@@ -75,6 +75,6 @@ fn hf_permutation_is_the_documented_one() {
     // W_hf = W_meta.view(h, hd/2, 2, dim).transpose(1, 2).reshape: rows (h, j, s) -> (h, s, j).
     let (heads, hd, dim) = (2, 4, 1);
     let meta: Vec<f32> = (0..heads * hd * dim).map(|v| v as f32).collect();
-    let hf = export::permute_rows(&meta, heads * hd, dim, heads);
+    let hf = lavin_model::weights::llama::permute_qk_to_hf(&meta, heads * hd, dim, heads);
     assert_eq!(hf, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
 }

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::module::Param;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
 
 use lavin_backends::{median, peak_rss_mib, BackendChoice, BackendJob};
@@ -260,9 +260,7 @@ pub fn preset(name: &str) -> anyhow::Result<(LavinConfig, usize)> {
 pub fn bench_config(args: &BenchArgs) -> anyhow::Result<(LavinConfig, usize)> {
     let (mut cfg, batch) = preset(&args.preset)?;
     if let Some(n) = args.layers {
-        if n == 0 {
-            bail!("--layers must be at least 1");
-        }
+        // 0 is allowed: embeddings, ViT, projection and head alone (the constant part).
         cfg.llama.n_layers = n;
     }
     if let Some(n) = args.vit_layers {
@@ -363,6 +361,9 @@ fn bench_ad<AB: AutodiffBackend>(
         draw_half_base(model, precision.dtype::<AB>(), device)
     };
     let model = model.convert_base(BaseFormat { precision, bits })?;
+    // Burn draws a parameter on its first use: draw them all now, so the weights' reading below
+    // holds the whole model (the ViT, norms and adapters included), not only the converted base.
+    model.visit(&mut Materialize);
     let f32_bytes = block_linear_elems(&cfg) * 4;
     let stored_bytes: usize = model
         .llama
@@ -525,6 +526,18 @@ fn bench_ad<AB: AutodiffBackend>(
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Initialises every lazy parameter (reads it once).
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        let _ = param.val();
+    }
+}
 
 /// Elements of the f32 pieces [`draw_half_base`] draws (64 MiB).
 const DRAW_PIECE: usize = 1 << 24;

@@ -321,8 +321,9 @@ impl Checkpoint {
 /// Only the `model` entry's tensors are materialised; see the module docs for the pickle
 /// objects of the other entries.
 pub fn load_original(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let model = io::read_pth_entry(path, "model")?;
-    let epoch = io::read_pth_int(path, "epoch");
+    let reader = io::open_pth(path, Some("model"))?;
+    let model = io::pth_tensors(path, &reader)?;
+    let epoch = reader.top_level_int("epoch");
     let meta = CheckpointMeta {
         format: FORMAT.to_string(),
         epoch: epoch.map(|e| (e.max(-1) + 1) as usize).unwrap_or(0),

@@ -1,6 +1,12 @@
 //! Command line (clap), mirroring the original `train.py` flags (kebab-case), plus
 //! `--config run.toml`, backend selection and checkpoint cadence.
 //!
+//! Every flag also accepts its snake_case spelling, the original's (`--batch_size`,
+//! `--llama_model_path`, ...), so the original scripts' argument lists run unchanged; the
+//! original's flags that mean nothing here ([`OriginalOnlyFlags`]: `--num_workers`,
+//! `--dist_url`, `--data_path`, ...) are accepted and reported once as ignored
+//! ([`IgnoredFlags`]).
+//!
 //! Resolution ([`TrainArgs::resolve`]): start from [`TrainConfig::paper_default`] when a real
 //! model is given (`--llama-model-path`, on the command line or in the file), else from
 //! [`TrainConfig::tiny_default`]; apply the TOML file (keys = the snake_case flag names, e.g.
@@ -48,7 +54,8 @@ pub struct BenchArgs {
     /// and `--vit-layers` ViT-L/14 blocks: device memory per block, see docs/performance.md).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
-    /// LLaMA blocks (default: the preset's; `7b-slice`: 1).
+    /// LLaMA blocks (default: the preset's; `7b-slice`: 1). 0 leaves the embeddings, ViT,
+    /// projection and output head: the part that does not grow with the blocks.
     #[arg(long)]
     pub layers: Option<usize>,
     /// ViT blocks, a multiple of 4: one image feature per 4 blocks (default: the preset's;
@@ -102,53 +109,53 @@ pub struct TrainArgs {
     #[arg(long)]
     pub preset: Option<String>,
     /// LLaMA weights directory (enables the paper's defaults).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "llama_model_path", value_name = "DIR")]
     pub llama_model_path: Option<PathBuf>,
     /// LLaMA size (7B, 13B).
-    #[arg(long)]
+    #[arg(long, alias = "llm_model")]
     pub llm_model: Option<String>,
     /// Add the Vicuna delta weights onto the Meta LLaMA as the original does (without undoing
     /// HF's q/k permutation: what the authors' Vicuna adapters were trained on).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, alias = "use_vicuna", num_args = 0..=1, default_missing_value = "true")]
     pub use_vicuna: Option<bool>,
     /// Vicuna delta folder (HF safetensors); default `<llama-model-path>/vicuna_<llm-model>`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "vicuna_delta", value_name = "DIR")]
     pub vicuna_delta: Option<PathBuf>,
     /// CLIP ViT-L/14 weights (plain state dict .pth or HF safetensors).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, aliases = ["clip_model_path", "clip-path", "clip_path"], value_name = "FILE")]
     pub clip_model_path: Option<PathBuf>,
     /// ScienceQA root (problems.json, pid_splits.json, images/).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "data_root", value_name = "DIR")]
     pub data_root: Option<PathBuf>,
     /// captions.json.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "caption_file", value_name = "FILE")]
     pub caption_file: Option<PathBuf>,
     /// Use image captions in the context.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, alias = "use_caption", num_args = 0..=1, default_missing_value = "true")]
     pub use_caption: Option<bool>,
     /// Prompt format (CQM-A, QCM-ALE, ...).
-    #[arg(long)]
+    #[arg(long, alias = "prompt_format")]
     pub prompt_format: Option<String>,
     /// Train on the instruction data.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, alias = "do_pretrain", num_args = 0..=1, default_missing_value = "true")]
     pub do_pretrain: Option<bool>,
     /// Sequence length.
-    #[arg(long)]
+    #[arg(long, alias = "max_seq_len")]
     pub max_seq_len: Option<usize>,
     /// Micro-batch size per device.
-    #[arg(long)]
+    #[arg(long, alias = "batch_size")]
     pub batch_size: Option<usize>,
     /// Micro-batches per optimizer step.
-    #[arg(long)]
+    #[arg(long, alias = "accum_iter")]
     pub accum_iter: Option<usize>,
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Stop after N optimizer steps; the lr schedule stays the one of the full run.
-    #[arg(long)]
+    #[arg(long, alias = "max_steps")]
     pub max_steps: Option<u64>,
     /// Warmup epochs (fractional allowed).
-    #[arg(long)]
+    #[arg(long, alias = "warmup_epochs")]
     pub warmup_epochs: Option<f64>,
     /// Base lr (lr = blr * eff_batch / 256).
     #[arg(long)]
@@ -157,37 +164,37 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f64>,
     /// Cosine floor.
-    #[arg(long)]
+    #[arg(long, alias = "min_lr")]
     pub min_lr: Option<f64>,
     /// Weight decay (not on biases / 1-D params).
-    #[arg(long)]
+    #[arg(long, alias = "weight_decay")]
     pub weight_decay: Option<f64>,
     /// Global gradient-norm clip.
-    #[arg(long)]
+    #[arg(long, alias = "clip_grad")]
     pub clip_grad: Option<f64>,
     /// Where the LLaMA adapters sit.
-    #[arg(long, value_enum)]
+    #[arg(long, alias = "adapter_type", value_enum)]
     pub adapter_type: Option<LlamaAdapterType>,
     /// Adapter hidden size.
-    #[arg(long)]
+    #[arg(long, alias = "adapter_dim")]
     pub adapter_dim: Option<usize>,
     /// Adapter scale.
-    #[arg(long)]
+    #[arg(long, alias = "adapter_scale")]
     pub adapter_scale: Option<f64>,
     /// ROUTER softmax temperature (the original's meaning; not sampling).
     #[arg(long)]
     pub temperature: Option<f64>,
     /// Which adapters the CLIP blocks get.
-    #[arg(long, value_enum)]
+    #[arg(long, alias = "visual_adapter_type", value_enum)]
     pub visual_adapter_type: Option<VisualAdapterType>,
     /// Visual projection hidden size.
-    #[arg(long)]
+    #[arg(long, alias = "hidden_proj")]
     pub hidden_proj: Option<usize>,
     /// Number of image feature tokens.
-    #[arg(long)]
+    #[arg(long, alias = "n_prompt")]
     pub n_prompt: Option<usize>,
     /// Stochastic depth rate.
-    #[arg(long)]
+    #[arg(long, alias = "drop_path")]
     pub drop_path: Option<f64>,
     /// Frozen LLaMA block linears: dense (16bit), or quantized while loading (LaVIN-lite):
     /// 8bit, or 4bit on wgpu/cuda.
@@ -195,7 +202,7 @@ pub struct TrainArgs {
     pub bits: Option<BaseBits>,
     /// Recompute each ViT and LLaMA block in backward, keeping only the blocks' inputs (less
     /// memory, one more forward of the blocks).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, alias = "gradient_checkpointing", num_args = 0..=1, default_missing_value = "true")]
     pub gradient_checkpointing: Option<bool>,
     /// Seed.
     #[arg(long)]
@@ -204,13 +211,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
     /// Output directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "output_dir", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
     /// Backend (default: the first of backends.toml's `train` list compiled into this binary).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
     /// Use this backends.toml instead of the embedded one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "backends_file", value_name = "FILE")]
     pub backends_file: Option<PathBuf>,
     /// Devices, e.g. 0 or 0,1.
     #[arg(long)]
@@ -220,14 +227,186 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
     /// Checkpoint every N optimizer steps (0 = epoch ends only).
-    #[arg(long)]
+    #[arg(long, alias = "checkpoint_every")]
     pub checkpoint_every: Option<usize>,
     /// Keep the newest N checkpoints (0 = all).
-    #[arg(long)]
+    #[arg(long, alias = "keep_last")]
     pub keep_last: Option<usize>,
+    /// The original's flags that mean nothing here (hidden; accepted and reported as ignored).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub original_only: OriginalOnlyFlags,
+}
+
+/// Flags of the original `train.py` that mean nothing here: accepted so that its scripts'
+/// argument lists run unchanged, hidden from `--help`, and named once at start as ignored
+/// ([`OriginalOnlyFlags::report`]). Not part of the `--config` file.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct OriginalOnlyFlags {
+    /// `--data_path`: never read by the original (its instruction data is
+    /// `<data_root>/all_data.json`, as `--do-pretrain` reads it here).
+    #[arg(
+        long = "data_path",
+        alias = "data-path",
+        value_name = "PATH",
+        hide = true
+    )]
+    pub data_path: Option<String>,
+    /// `--log_dir`: the original's TensorBoard folder.
+    #[arg(long = "log_dir", alias = "log-dir", value_name = "DIR", hide = true)]
+    pub log_dir: Option<String>,
+    /// `--num_workers`: PyTorch DataLoader workers.
+    #[arg(
+        long = "num_workers",
+        alias = "num-workers",
+        value_name = "N",
+        hide = true
+    )]
+    pub num_workers: Option<String>,
+    /// `--pin_mem`: PyTorch DataLoader pinned memory.
+    #[arg(long = "pin_mem", alias = "pin-mem", hide = true)]
+    pub pin_mem: bool,
+    /// `--no_pin_mem`.
+    #[arg(long = "no_pin_mem", alias = "no-pin-mem", hide = true)]
+    pub no_pin_mem: bool,
+    /// `--dist_url`: torch.distributed rendezvous.
+    #[arg(long = "dist_url", alias = "dist-url", value_name = "URL", hide = true)]
+    pub dist_url: Option<String>,
+    /// `--dist_on_itp`: torch.distributed on an OpenMPI cluster.
+    #[arg(long = "dist_on_itp", alias = "dist-on-itp", hide = true)]
+    pub dist_on_itp: bool,
+    /// `--local_rank`: set by `torch.distributed.launch`.
+    #[arg(
+        long = "local_rank",
+        alias = "local-rank",
+        value_name = "N",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub local_rank: Option<String>,
+    /// `--world_size`: torch.distributed processes.
+    #[arg(
+        long = "world_size",
+        alias = "world-size",
+        value_name = "N",
+        hide = true
+    )]
+    pub world_size: Option<String>,
+    /// `--device`: a torch device string.
+    #[arg(long = "device", value_name = "DEVICE", hide = true)]
+    pub device: Option<String>,
+    /// `--cpu_load`: the original builds the model on the CPU to spare GPU memory.
+    #[arg(long = "cpu_load", alias = "cpu-load", hide = true)]
+    pub cpu_load: bool,
+    /// `--start_epoch`: the first epoch of the loop.
+    #[arg(
+        long = "start_epoch",
+        alias = "start-epoch",
+        value_name = "N",
+        hide = true
+    )]
+    pub start_epoch: Option<String>,
+    /// `--options`: answer letters, which the original's training does not read.
+    #[arg(long = "options", value_name = "LIST", num_args = 1.., hide = true)]
+    pub options: Option<Vec<String>>,
+}
+
+impl OriginalOnlyFlags {
+    /// The flags given, each with why it is ignored.
+    pub fn report(&self) -> IgnoredFlags {
+        let mut r = IgnoredFlags::default();
+        let data_loader = "PyTorch DataLoader setting";
+        let dist = "torch.distributed setting; use --devices";
+        r.note(
+            self.data_path.is_some(),
+            "--data_path",
+            "never read by the original; --do-pretrain reads <data-root>/all_data.json as it does",
+        );
+        r.note(
+            self.log_dir.is_some(),
+            "--log_dir",
+            "TensorBoard folder; the metrics go to <output-dir>/metrics.jsonl",
+        );
+        r.note(self.num_workers.is_some(), "--num_workers", data_loader);
+        r.note(self.pin_mem, "--pin_mem", data_loader);
+        r.note(self.no_pin_mem, "--no_pin_mem", data_loader);
+        r.note(self.dist_url.is_some(), "--dist_url", dist);
+        r.note(self.dist_on_itp, "--dist_on_itp", dist);
+        r.note(self.local_rank.is_some(), "--local_rank", dist);
+        r.note(self.world_size.is_some(), "--world_size", dist);
+        r.note(
+            self.device.is_some(),
+            "--device",
+            "use --backend and --devices",
+        );
+        r.note(
+            self.cpu_load,
+            "--cpu_load",
+            "the frozen base is always loaded one block at a time, converted as it is read",
+        );
+        r.note(
+            self.start_epoch.is_some(),
+            "--start_epoch",
+            "use --resume, which continues at the checkpoint's epoch and step",
+        );
+        r.note(
+            self.options.is_some(),
+            "--options",
+            "the original's training does not read it",
+        );
+        r
+    }
+}
+
+/// The original's flags given on a command line that mean nothing here, with the reason for
+/// each; [`IgnoredFlags::line`] is the one line printed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoredFlags {
+    /// `(flag as the original spells it, why it is ignored)`, in a fixed order.
+    pub flags: Vec<(&'static str, &'static str)>,
+}
+
+impl IgnoredFlags {
+    fn note(&mut self, given: bool, flag: &'static str, why: &'static str) {
+        if given {
+            self.flags.push((flag, why));
+        }
+    }
+
+    /// The flags' names (`--num_workers`, ...).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.flags.iter().map(|(f, _)| *f).collect()
+    }
+
+    /// Whether no such flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// One line naming the ignored flags and why (`None` when there are none).
+    pub fn line(&self) -> Option<String> {
+        if self.flags.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .flags
+            .iter()
+            .map(|(f, why)| format!("{f} ({why})"))
+            .collect();
+        Some(format!(
+            "ignoring the original's flags that mean nothing here: {}",
+            list.join("; ")
+        ))
+    }
 }
 
 impl TrainArgs {
+    /// The original's flags given here that mean nothing to this trainer (see
+    /// [`OriginalOnlyFlags`]); `run` prints [`IgnoredFlags::line`] once at start.
+    pub fn ignored_flags(&self) -> IgnoredFlags {
+        self.original_only.report()
+    }
+
     /// Read a `--config` TOML file.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
         crate::config::read_toml(path)
@@ -443,6 +622,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("resume"), "{e}");
+    }
+
+    #[test]
+    fn every_flag_takes_its_snake_case_spelling() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let mut n = 0;
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long.contains('-') {
+                let snake = long.replace('-', "_");
+                let aliases = a.get_all_aliases().unwrap_or_default();
+                assert!(aliases.contains(&snake.as_str()), "--{long}: no --{snake}");
+                n += 1;
+            }
+        }
+        assert!(n >= 30, "{n}");
+        let snake = parse(&[
+            "--batch_size",
+            "3",
+            "--accum_iter=2",
+            "--use_caption",
+            "--clip_grad",
+            "1",
+        ])
+        .train;
+        let kebab = parse(&[
+            "--batch-size",
+            "3",
+            "--accum-iter=2",
+            "--use-caption",
+            "--clip-grad",
+            "1",
+        ])
+        .train;
+        assert_eq!(format!("{snake:?}"), format!("{kebab:?}"));
+    }
+
+    #[test]
+    fn clip_flag_has_inference_spelling_too() {
+        for flag in [
+            "--clip-model-path",
+            "--clip_model_path",
+            "--clip-path",
+            "--clip_path",
+        ] {
+            let a = parse(&[flag, "/x/ViT-L-14.pt"]).train;
+            assert_eq!(
+                a.clip_model_path.as_deref(),
+                Some(Path::new("/x/ViT-L-14.pt"))
+            );
+        }
+    }
+
+    #[test]
+    fn ignored_flags_are_hidden_and_reported() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            !help.contains("num_workers") && !help.contains("batch_size"),
+            "{help}"
+        );
+        let a = parse(&["--num_workers", "4", "--pin_mem", "--log_dir", "x"]).train;
+        assert_eq!(
+            a.ignored_flags().names(),
+            ["--log_dir", "--num_workers", "--pin_mem"]
+        );
+        let line = a.ignored_flags().line().unwrap();
+        assert!(line.contains("--num_workers (PyTorch DataLoader"), "{line}");
+        assert_eq!(parse(&[]).train.ignored_flags().line(), None);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! shared with the model's weight loaders.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lavin_model::weights::host::{decode_f32, ElemType};
+use lavin_model::weights::torch_pickle::TorchPickleReader;
 /// A host-side f32 tensor: shape and row-major values (`data`).
 pub use lavin_model::weights::HostTensor;
 
@@ -57,34 +57,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+/// Write `bytes` to `path` atomically (see [`lavin_model::weights::adapters::atomic_write`]).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        IoError::Io {
+    lavin_model::weights::adapters::atomic_write(path, bytes).map_err(|e| match e {
+        lavin_model::WeightsError::Io { path, source } => IoError::Io { path, source },
+        other => IoError::Io {
             path: path.to_path_buf(),
-            source: e,
-        }
-    })?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// Read every tensor of a safetensors file as f32 (f32, f16, bf16, f64 accepted), plus the
@@ -151,73 +132,52 @@ pub fn to_safetensors(
     tensors: &BTreeMap<String, HostTensor>,
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
-    use safetensors::tensor::TensorView;
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let named = tensors
         .iter()
-        .map(|(k, t)| {
-            let b: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (k.clone(), b, t.shape.clone())
-        })
-        .collect();
-    let mut views = Vec::with_capacity(bytes.len());
-    for (k, b, s) in &bytes {
-        let v = TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-            .map_err(|e| format!("{k}: {e}"))?;
-        views.push((k.clone(), v));
-    }
-    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+        .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()));
+    lavin_model::weights::adapters::safetensors_bytes(named, &metadata)
 }
 
 /// Read the tensors under top-level key `key` (e.g. `"model"`) of a PyTorch `.pth` as f32,
-/// stripping a leading `module.` (multi-GPU checkpoints) from every name.
+/// stripping a leading `module.` (multi-GPU checkpoints) from every name. The reader is the
+/// model crate's: it reads a whole original training checkpoint (optimizer state with integer
+/// keys, an `argparse.Namespace`), materialising only the tensors asked for.
 pub fn read_pth_entry(path: &Path, key: &str) -> Result<BTreeMap<String, HostTensor>, IoError> {
-    use burn_store::pytorch::PytorchReader;
+    pth_tensors(path, &open_pth(path, Some(key))?)
+}
+
+/// Every tensor `reader` indexed, as [`read_pth_entry`] names them.
+pub fn pth_tensors(
+    path: &Path,
+    reader: &TorchPickleReader,
+) -> Result<BTreeMap<String, HostTensor>, IoError> {
+    let mut out = BTreeMap::new();
+    for name in reader.keys() {
+        let tensor = reader
+            .get(&name)
+            .map_err(|e| pth_error(path, e))?
+            .expect("listed by the reader");
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        out.insert(name, tensor);
+    }
+    Ok(out)
+}
+
+/// Opens a PyTorch `.pth`, indexing the tensors under top-level key `key`.
+pub fn open_pth(path: &Path, key: Option<&str>) -> Result<TorchPickleReader, IoError> {
     if !path.exists() {
         return Err(IoError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let reader = PytorchReader::with_top_level_key(path, key).map_err(|e| IoError::Pytorch {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, snap) in reader.into_tensors() {
-        let data = snap.to_data().map_err(|e| IoError::Pytorch {
-            path: path.to_path_buf(),
-            reason: format!("tensor `{name}`: {e:?}"),
-        })?;
-        let shape = data.shape.to_vec();
-        let values = data
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| IoError::Pytorch {
-                path: path.to_path_buf(),
-                reason: format!("tensor `{name}`: {e:?}"),
-            })?;
-        let name = name
-            .strip_prefix("module.")
-            .map(str::to_string)
-            .unwrap_or(name);
-        out.insert(
-            name,
-            HostTensor {
-                shape,
-                data: values,
-            },
-        );
-    }
-    Ok(out)
+    TorchPickleReader::open(path, key).map_err(|e| pth_error(path, e))
 }
 
-/// Read an integer entry (e.g. `"epoch"`) of a PyTorch pickle, if present and an int.
-pub fn read_pth_int(path: &Path, key: &str) -> Option<i64> {
-    use burn_store::pytorch::{reader::PickleValue, PytorchReader};
-    match PytorchReader::read_pickle_data(path, Some(key)) {
-        Ok(PickleValue::Int(i)) => Some(i),
-        _ => None,
+fn pth_error(path: &Path, e: lavin_model::WeightsError) -> IoError {
+    IoError::Pytorch {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     }
 }
 

@@ -200,6 +200,9 @@ pub fn plan_model(cfg: &TrainConfig) -> anyhow::Result<ModelPlan> {
 /// Run the `train` command: resolve, pick the backend (`backends.toml` job `train`, or
 /// `--backend`), train, validate, report.
 pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
+    if let Some(line) = args.ignored_flags().line() {
+        eprintln!("lavin-train: {line}");
+    }
     let mut cfg = resolve_config(args)?;
     // Before any work: e.g. 4-bit on ndarray is refused here, not after loading the data.
     let choice = BackendArgs {

@@ -13,6 +13,7 @@ fn args(preset: &str, layers: Option<usize>, vit_layers: Option<usize>) -> Bench
         preset: preset.into(),
         layers,
         vit_layers,
+        vocab_size: None,
         batch_size: Some(2),
         seq_len: Some(16),
         steps: 1,
@@ -42,7 +43,10 @@ fn seven_b_slice_has_the_7b_shapes_and_the_asked_blocks() {
         let e = format!("{:#}", bench_config(&args("7b-slice", None, bad)).unwrap_err());
         assert!(e.contains("--vit-layers"), "{e}");
     }
-    assert!(bench_config(&args("7b-slice", Some(0), None)).is_err());
+    // No LLaMA block at all: the constant part of the step.
+    assert_eq!(bench_config(&args("7b-slice", Some(0), None)).unwrap().0.llama.n_layers, 0);
+    let (c, _) = bench_config(&BenchArgs { vocab_size: Some(8000), ..args("7b-slice", None, None) }).unwrap();
+    assert_eq!(c.llama.vocab_size, 8000);
 }
 
 #[test]

@@ -25,7 +25,8 @@ use lavin_train::config::TrainConfig;
 use lavin_train::optim::{step_module, AdamW, AdamWConfig};
 use lavin_train::params::lavin_trainable_name;
 use lavin_parity::host_params;
-use lavin_backends::{BackendArgs, BackendKind, Precision};
+use clap::Parser;
+use lavin_backends::{BackendKind, Precision};
 use lavin_model::bundled;
 use lavin_model::quant::BaseBits;
 use lavin_train::run::{run, RunOptions};
@@ -144,24 +145,16 @@ fn training_step_on_quantized_base_changes_adapters_only() {
     }
 }
 
-/// One step of the tiny preset's bench on ndarray at `bits`.
+/// One step of the tiny preset's bench on ndarray at `bits` (parsed as the command line would be,
+/// so the bench's other flags keep their defaults).
 fn tiny_bench(bits: &str) -> BenchArgs {
-    BenchArgs {
-        preset: "tiny".into(),
-        layers: None,
-        vit_layers: None,
-        batch_size: Some(2),
-        seq_len: Some(16),
-        steps: 1,
-        warmup: 0,
-        backend: BackendArgs {
-            backend: Some(BackendKind::Ndarray),
-            bits: bits.parse().unwrap(),
-            ..BackendArgs::default()
-        },
-        gradient_checkpointing: false,
-        checkpoint_ops: false,
-        composed_ops: false,
+    let argv = [
+        "lavin-train", "bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "16",
+        "--steps", "1", "--warmup", "0", "--backend", "ndarray", "--bits", bits,
+    ];
+    match lavin_train::cli::Cli::try_parse_from(argv).unwrap().command {
+        Some(lavin_train::cli::Command::Bench(b)) => b,
+        _ => unreachable!("parsed bench"),
     }
 }
 

@@ -87,42 +87,67 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), WeightsError> {
-    let bytes: Vec<Vec<u8>> = tensors
+    let named = tensors
         .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                    .expect("shape matches data");
-            (name.clone(), view)
-        })
-        .collect();
-    let meta: std::collections::HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let data = safetensors::serialize(views, Some(meta))
+        .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice()));
+    let data = safetensors_bytes(named, metadata)
         .map_err(|e| WeightsError::format(path, "safetensors", e))?;
     atomic_write(path, &data)
 }
 
-/// Write to `path.tmp`, fsync, rename over `path`.
+/// Serializes named f32 tensors and string metadata (the header's `__metadata__`) into
+/// safetensors bytes.
+pub fn safetensors_bytes<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let tensors: Vec<_> = tensors.into_iter().collect();
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), b)
+            .map_err(|e| format!("{name}: {e}"))?;
+        views.push((name.to_string(), view));
+    }
+    let meta: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Writes `data` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file in the same directory, fsync, rename, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), WeightsError> {
     use std::io::Write;
-    let io = |source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WeightsError::Io { path, source }
     };
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(data).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
+    })?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

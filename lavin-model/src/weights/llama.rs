@@ -230,20 +230,32 @@ pub fn hf_key(meta: &str) -> Option<String> {
 }
 
 /// HF rows of q/k are permuted for the rotate-half rotary convention:
-/// `W_hf = W_meta.view(h, hd/2, 2, dim).transpose(1, 2)`. This undoes it.
+/// `W_hf = W_meta.view(h, hd/2, 2, dim).transpose(1, 2)`. Row `meta` of each pair of
+/// (Meta row, HF row) this yields moves to row `hf` going to HF, and back coming from it.
+fn qk_row_pairs(rows: usize, heads: usize) -> impl Iterator<Item = (usize, usize)> {
+    let half = rows / heads / 2;
+    (0..heads).flat_map(move |h| {
+        (0..half).flat_map(move |j| {
+            (0..2).map(move |s| (h * 2 * half + j * 2 + s, h * 2 * half + s * half + j))
+        })
+    })
+}
+
+/// Meta's q/k rows of a `[rows, cols]` weight in Hugging Face's order (what an HF export writes).
+pub fn permute_qk_to_hf(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for (meta, hf) in qk_row_pairs(rows, heads) {
+        out[hf * cols..(hf + 1) * cols].copy_from_slice(&data[meta * cols..(meta + 1) * cols]);
+    }
+    out
+}
+
+/// Undoes [`permute_qk_to_hf`]: an HF q/k weight back in Meta's row order.
 fn unpermute(t: &HostTensor, heads: usize) -> HostTensor {
     let (rows, cols) = (t.shape[0], t.shape[1]);
-    let half = rows / heads / 2;
     let mut data = vec![0.0; rows * cols];
-    for h in 0..heads {
-        for j in 0..half {
-            for s in 0..2 {
-                let meta_row = h * 2 * half + j * 2 + s;
-                let hf_row = h * 2 * half + s * half + j;
-                data[meta_row * cols..(meta_row + 1) * cols]
-                    .copy_from_slice(&t.data[hf_row * cols..(hf_row + 1) * cols]);
-            }
-        }
+    for (meta, hf) in qk_row_pairs(rows, heads) {
+        data[meta * cols..(meta + 1) * cols].copy_from_slice(&t.data[hf * cols..(hf + 1) * cols]);
     }
     HostTensor {
         shape: t.shape.clone(),

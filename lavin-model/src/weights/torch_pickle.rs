@@ -628,6 +628,8 @@ pub struct TorchPickleReader {
     /// `<archive>` of `<archive>/data.pkl`.
     prefix: String,
     tensors: BTreeMap<String, TensorRef>,
+    /// The integer entries of a top-level dict (a training checkpoint's `epoch`).
+    ints: BTreeMap<String, i64>,
 }
 
 impl std::fmt::Debug for TorchPickleReader {
@@ -696,6 +698,17 @@ impl TorchPickleReader {
         }
         let bytes = read_entry(&mut zip, &pkl, None).map_err(err)?;
         let root = Machine::new(&bytes).run().map_err(err)?;
+        let ints = match &root {
+            Value::Dict(d) => d
+                .borrow()
+                .iter()
+                .filter_map(|(k, v)| match (k, v) {
+                    (Value::Str(k), Value::Int(i)) => Some((k.to_string(), *i)),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         let mut tensors = BTreeMap::new();
         let sub = match top_level_key {
             None => root,
@@ -726,7 +739,13 @@ impl TorchPickleReader {
             zip: Mutex::new(zip),
             prefix,
             tensors,
+            ints,
         })
+    }
+
+    /// An integer entry of the pickle's top-level dict (e.g. `epoch`), if there is one.
+    pub fn top_level_int(&self, key: &str) -> Option<i64> {
+        self.ints.get(key).copied()
     }
 
     pub fn path(&self) -> &Path {

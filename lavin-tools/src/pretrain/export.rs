@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 
 use lavin_model::weights::adapters::{atomic_write, write_safetensors};
 use lavin_model::weights::clip::openai_key;
+use lavin_model::weights::llama::permute_qk_to_hf;
 use lavin_model::weights::{load_lavin, original_name};
 use lavin_model::{Lavin, LavinConfig};
 
@@ -22,22 +23,6 @@ type Named = (String, Vec<usize>, Vec<f32>);
 /// Hugging Face name of a Meta LLaMA key (`None`: not a base LLaMA weight).
 pub use lavin_model::weights::llama::hf_key as hf_name;
 
-/// HF's q/k row order: `W_hf = W_meta.view(h, hd/2, 2, dim).transpose(1, 2).reshape(...)`.
-pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let half = rows / heads / 2;
-    let mut out = vec![0f32; rows * cols];
-    for h in 0..heads {
-        for j in 0..half {
-            for s in 0..2 {
-                let meta = h * 2 * half + j * 2 + s;
-                let hf = h * 2 * half + s * half + j;
-                out[hf * cols..(hf + 1) * cols]
-                    .copy_from_slice(&data[meta * cols..(meta + 1) * cols]);
-            }
-        }
-    }
-    out
-}
 
 fn transpose(data: &[f32], r: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0f32; r * c];
@@ -70,9 +55,9 @@ pub fn base_tensors<B: Backend>(model: &Lavin<B>) -> (Vec<Named>, Vec<Named>) {
             clip.push((k, shape, data));
         } else if let Some(hf) = hf_name(&orig) {
             let data = if orig.ends_with("wq.weight") {
-                permute_rows(&data, shape[0], shape[1], cfg.llama.n_heads)
+                permute_qk_to_hf(&data, shape[0], shape[1], cfg.llama.n_heads)
             } else if orig.ends_with("wk.weight") {
-                permute_rows(&data, shape[0], shape[1], cfg.llama.kv_heads())
+                permute_qk_to_hf(&data, shape[0], shape[1], cfg.llama.kv_heads())
             } else {
                 data
             };
