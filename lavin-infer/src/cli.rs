@@ -191,7 +191,7 @@ pub struct ScoreArgs {
 /// `eval-mme`.
 #[derive(Debug, Args)]
 pub struct EvalMmeArgs {
-    /// MME root: one folder per subtask (default `../data/mme`, as eval_mme.py's `root_dir_`).
+    /// MME root: one folder per subtask (eval_mme.py's `root_dir_`, with its default).
     #[arg(long, aliases = ["root_dir_", "root_dir", "root-dir"], default_value = "../data/mme")]
     pub root: PathBuf,
     /// Images per batch (two prompts each).

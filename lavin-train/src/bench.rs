@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
 
 use lavin_backends::{median, peak_rss_mib, BackendChoice, BackendJob};
@@ -149,7 +149,12 @@ impl MemoryMeter {
 
     /// Reads the pool now, folding the reading into the maxima.
     fn sample(&self) -> Usage {
-        sample_into(&self.read, &self.peak_in_use, &self.peak_reserved, &self.samples)
+        sample_into(
+            &self.read,
+            &self.peak_in_use,
+            &self.peak_reserved,
+            &self.samples,
+        )
     }
 
     /// Forgets the maxima (after building the model: its transient f32 weights are not the step's).
@@ -212,11 +217,17 @@ fn sample_into(read: &Reader, in_use: &AtomicU64, reserved: &AtomicU64, n: &Atom
 fn cubecl_reader<B: Backend>(device: &B::Device) -> Option<(&'static str, Reader)> {
     #[cfg(feature = "wgpu")]
     if let Some(d) = same_backend::<B, burn::backend::Wgpu>(device) {
-        return Some(("cubecl-wgpu", runtime_reader::<burn::cubecl::wgpu::WgpuRuntime>(d)));
+        return Some((
+            "cubecl-wgpu",
+            runtime_reader::<burn::cubecl::wgpu::WgpuRuntime>(d),
+        ));
     }
     #[cfg(feature = "cuda")]
     if let Some(d) = same_backend::<B, burn::backend::Cuda>(device) {
-        return Some(("cubecl-cuda", runtime_reader::<burn::cubecl::cuda::CudaRuntime>(d)));
+        return Some((
+            "cubecl-cuda",
+            runtime_reader::<burn::cubecl::cuda::CudaRuntime>(d),
+        ));
     }
     None
 }
@@ -265,7 +276,9 @@ pub fn bench_config(args: &BenchArgs) -> anyhow::Result<(LavinConfig, usize)> {
     }
     if let Some(n) = args.vit_layers {
         if n == 0 || n % 4 != 0 {
-            bail!("--vit-layers must be a positive multiple of 4 (a feature per 4 blocks), not {n}");
+            bail!(
+                "--vit-layers must be a positive multiple of 4 (a feature per 4 blocks), not {n}"
+            );
         }
         cfg.clip.layers = n;
     }
@@ -554,8 +567,12 @@ fn draw_half_base<B: Backend>(mut model: Lavin<B>, dtype: DType, device: &B::Dev
         let pieces: Vec<Tensor<B, 2>> = (0..rows)
             .step_by(per)
             .map(|r| {
-                Tensor::<B, 2>::random([per.min(rows - r), cols], Distribution::Normal(0.0, 0.02), device)
-                    .cast(dtype)
+                Tensor::<B, 2>::random(
+                    [per.min(rows - r), cols],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )
+                .cast(dtype)
             })
             .collect();
         *p = Param::initialized(p.id, Tensor::cat(pieces, 0));
@@ -565,7 +582,9 @@ fn draw_half_base<B: Backend>(mut model: Lavin<B>, dtype: DType, device: &B::Dev
     redraw(&mut llama.output.weight);
     for b in &mut llama.layers {
         let (a, f) = (&mut b.attention, &mut b.feed_forward);
-        for l in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo, &mut f.w1, &mut f.w2, &mut f.w3] {
+        for l in [
+            &mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo, &mut f.w1, &mut f.w2, &mut f.w3,
+        ] {
             if let FrozenLinear::Dense(l) = l {
                 redraw(&mut l.weight);
             }

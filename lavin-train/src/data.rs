@@ -16,7 +16,31 @@ use burn::tensor::{Int, Tensor, TensorData};
 use lavin_data::{preprocess_image, tokenize_example, PromptFormat, SqaItem, Tokenizer};
 use lavin_model::{LavinBatch, LavinConfig};
 
-use crate::trainer::{BatchSource, BatchStats};
+
+/// What a batch contributes to throughput counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchStats {
+    /// Examples in the batch.
+    pub samples: usize,
+    /// Non-padding tokens in the batch.
+    pub tokens: usize,
+}
+
+/// A training set the loop can index: the trainer picks indices, the source builds tensors.
+pub trait BatchSource<B: AutodiffBackend> {
+    /// Number of examples.
+    fn len(&self) -> usize;
+    /// Whether empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Build the batch of these example indices.
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Result<(LavinBatch<B>, BatchStats), String>;
+}
 
 /// Above this many images of a split, images are decoded per batch instead of cached.
 pub const CACHE_LIMIT: usize = 4096;

@@ -22,7 +22,7 @@ use burn::tensor::ElementConversion;
 use lavin_model::lavin::Lavin;
 
 use crate::params::{assign_params, collect_params, lavin_trainable_name};
-use crate::trainer::{BatchSource, BatchStats};
+use crate::data::{BatchSource, BatchStats};
 
 /// What one device computed for its shard of a micro-batch.
 pub struct Shard {

@@ -20,10 +20,11 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use lavin_model::lavin::{Lavin, LavinBatch};
+use lavin_model::lavin::Lavin;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::config::TrainConfig;
+pub use crate::data::{BatchSource, BatchStats};
 use crate::lr_sched::LrSchedule;
 use crate::optim::{clip_and_step, trainable_params, AdamW, AdamWConfig, OptimError};
 use crate::parallel::DataParallel;
@@ -81,31 +82,6 @@ pub enum TrainError {
         /// Batch.
         batch: usize,
     },
-}
-
-/// What a batch contributes to throughput counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BatchStats {
-    /// Examples in the batch.
-    pub samples: usize,
-    /// Non-padding tokens in the batch.
-    pub tokens: usize,
-}
-
-/// A training set the loop can index: the trainer picks indices, the source builds tensors.
-pub trait BatchSource<B: AutodiffBackend> {
-    /// Number of examples.
-    fn len(&self) -> usize;
-    /// Whether empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Build the batch of these example indices.
-    fn batch(
-        &self,
-        indices: &[usize],
-        device: &B::Device,
-    ) -> Result<(LavinBatch<B>, BatchStats), String>;
 }
 
 /// The example order of `epoch`: a permutation of `0..n` from `seed` and `epoch` only (so a

@@ -36,16 +36,36 @@ fn seven_b_slice_has_the_7b_shapes_and_the_asked_blocks() {
     let (c, _) = bench_config(&args("7b-slice", Some(2), Some(8))).unwrap();
     assert_eq!((c.llama.n_layers, c.clip.layers, c.n_feats()), (2, 8, 2));
     let l = &c.llama;
-    assert_eq!((l.dim, l.n_heads, l.ffn_hidden(), l.vocab_size), (4096, 32, 11008, 32000));
-    assert_eq!((c.clip.width, c.clip.heads, c.clip.tokens()), (1024, 16, 257));
+    assert_eq!(
+        (l.dim, l.n_heads, l.ffn_hidden(), l.vocab_size),
+        (4096, 32, 11008, 32000)
+    );
+    assert_eq!(
+        (c.clip.width, c.clip.heads, c.clip.tokens()),
+        (1024, 16, 257)
+    );
     assert_eq!((&c.adapter, c.max_seq_len), (&full.adapter, 512));
     for bad in [Some(0), Some(6)] {
-        let e = format!("{:#}", bench_config(&args("7b-slice", None, bad)).unwrap_err());
+        let e = format!(
+            "{:#}",
+            bench_config(&args("7b-slice", None, bad)).unwrap_err()
+        );
         assert!(e.contains("--vit-layers"), "{e}");
     }
     // No LLaMA block at all: the constant part of the step.
-    assert_eq!(bench_config(&args("7b-slice", Some(0), None)).unwrap().0.llama.n_layers, 0);
-    let (c, _) = bench_config(&BenchArgs { vocab_size: Some(8000), ..args("7b-slice", None, None) }).unwrap();
+    assert_eq!(
+        bench_config(&args("7b-slice", Some(0), None))
+            .unwrap()
+            .0
+            .llama
+            .n_layers,
+        0
+    );
+    let (c, _) = bench_config(&BenchArgs {
+        vocab_size: Some(8000),
+        ..args("7b-slice", None, None)
+    })
+    .unwrap();
     assert_eq!(c.llama.vocab_size, 8000);
 }
 
