@@ -350,6 +350,49 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// The original's flags given on a command line that mean nothing here, with the reason for
+/// each; [`IgnoredFlags::line`] is the one line printed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoredFlags {
+    /// `(flag as the original spells it, why it is ignored)`, in a fixed order.
+    pub flags: Vec<(&'static str, &'static str)>,
+}
+
+impl IgnoredFlags {
+    /// Records `flag` (with why it is ignored) when it was `given`.
+    pub fn note(&mut self, given: bool, flag: &'static str, why: &'static str) {
+        if given {
+            self.flags.push((flag, why));
+        }
+    }
+
+    /// The flags' names (`--num_workers`, `--cpu_load`, ...).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.flags.iter().map(|(f, _)| *f).collect()
+    }
+
+    /// Whether no such flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// One line naming the ignored flags and why (`None` when there are none).
+    pub fn line(&self) -> Option<String> {
+        if self.flags.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .flags
+            .iter()
+            .map(|(f, why)| format!("{f} ({why})"))
+            .collect();
+        Some(format!(
+            "ignoring the original's flags that mean nothing here: {}",
+            list.join("; ")
+        ))
+    }
+}
+
 /// The flags that choose where a job runs and how the frozen base is stored; every binary
 /// flattens this one group into its command line.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]

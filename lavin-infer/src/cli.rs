@@ -365,47 +365,8 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
     Ok(load_image_file(path)?)
 }
 
-/// The original's flags given on a command line that mean nothing here, with the reason for
-/// each; [`IgnoredFlags::line`] is the one line [`run`] prints at start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IgnoredFlags {
-    /// `(flag as the original spells it, why it is ignored)`, in a fixed order.
-    pub flags: Vec<(&'static str, &'static str)>,
-}
+pub use lavin_backends::IgnoredFlags;
 
-impl IgnoredFlags {
-    fn note(&mut self, given: bool, flag: &'static str, why: &'static str) {
-        if given {
-            self.flags.push((flag, why));
-        }
-    }
-
-    /// The flags' names (`--cpu_load`, ...).
-    pub fn names(&self) -> Vec<&'static str> {
-        self.flags.iter().map(|(f, _)| *f).collect()
-    }
-
-    /// Whether no such flag was given.
-    pub fn is_empty(&self) -> bool {
-        self.flags.is_empty()
-    }
-
-    /// One line naming the ignored flags and why (`None` when there are none).
-    pub fn line(&self) -> Option<String> {
-        if self.flags.is_empty() {
-            return None;
-        }
-        let list: Vec<String> = self
-            .flags
-            .iter()
-            .map(|(f, why)| format!("{f} ({why})"))
-            .collect();
-        Some(format!(
-            "ignoring the original's flags that mean nothing here: {}",
-            list.join("; ")
-        ))
-    }
-}
 
 /// The original's flags on `command` that mean nothing here (`--cpu_load`, `--options`, and
 /// for `eval-mme` the ScienceQA flags eval_mme.py accepts without reading them).
