@@ -84,7 +84,7 @@ fn clip_path(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     match (&args.clip_path, &args.llama_model_path) {
         (Some(p), _) => Ok(p.clone()),
         (None, None) => Ok(lavin_model::bundled::base_dir().join(lavin_model::bundled::CLIP_FILE)),
-        (None, Some(_)) => bail!("--clip-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see docs/weights.md)"),
+        (None, Some(_)) => bail!("--clip-model-path is required with --llama-model-path (OpenAI ViT-L/14 state dict or HF CLIPVisionModel safetensors; see docs/weights.md)"),
     }
 }
 
