@@ -19,8 +19,8 @@ use std::str::FromStr;
 /// The repository's `backends.toml`, embedded at build time.
 pub const DEFAULT_BACKENDS_TOML: &str = include_str!("../../backends.toml");
 
-pub use lavin_model::Precision;
 use lavin_model::quant::{BaseBits, Bits, QuantError};
+pub use lavin_model::Precision;
 
 /// Errors of backend selection.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -175,7 +175,10 @@ pub trait BackendJob {
     /// What the job returns.
     type Output;
     /// Runs on backend `B`'s default device.
-    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+    fn run<B: burn::tensor::backend::Backend>(
+        self,
+        device: B::Device,
+    ) -> anyhow::Result<Self::Output>;
 }
 
 /// Runs `job` on backend `kind` (an error naming the cargo feature if it is not compiled in).
@@ -709,7 +712,9 @@ mod tests {
 
     #[test]
     fn four_bit_rejected_on_ndarray_before_work() {
-        let e = BackendKind::Ndarray.check_bits(Some(Bits::Four)).unwrap_err();
+        let e = BackendKind::Ndarray
+            .check_bits(Some(Bits::Four))
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "4-bit needs a CubeCL backend (wgpu or cuda); use --bits 8bit on ndarray"

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use lavin_backends::{median, peak_rss_mib};
 use lavin_model::llama::BaseFormat;
 use lavin_model::{Lavin, LavinConfig, Positions};
-use lavin_backends::{median, peak_rss_mib};
 use serde::Serialize;
 
 /// One measured configuration.

@@ -15,9 +15,9 @@ use crate::eval_sqa::{
 };
 use crate::generator::{Generator, SamplingParams, ScriptedGenerator};
 use crate::images::load_image_file;
-use crate::serve::{run_blocking, ServeConfig};
 use crate::load::load_generator;
 use crate::model_args::ModelArgs;
+use crate::serve::{run_blocking, ServeConfig};
 
 /// LaVIN inference: evaluation, scoring, chat and serving.
 ///
@@ -366,7 +366,6 @@ fn image_loader(path: &Path) -> anyhow::Result<crate::generator::ImageInput> {
 }
 
 pub use lavin_backends::IgnoredFlags;
-
 
 /// The original's flags on `command` that mean nothing here (`--cpu_load`, `--options`, and
 /// for `eval-mme` the ScienceQA flags eval_mme.py accepts without reading them).

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
-use lavin_data::Tokenizer;
 use lavin_backends::{dispatch, BackendArgs, BackendChoice, BackendJob, Precision};
+use lavin_data::Tokenizer;
 use lavin_model::llama::BaseFormat;
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, LavinConfig};
 
-use crate::lavin_generator::LavinGenerator;
 use crate::generator::Generator;
+use crate::lavin_generator::LavinGenerator;
 use crate::model_args::ModelArgs;
 
 /// Where the LLaMA weights are (see [`LlamaWeights::locate`]; the bundled base by default).
@@ -191,10 +191,21 @@ mod tests {
         assert!(e.contains("3bit") && e.contains("16bit, 8bit, 4bit"), "{e}");
         let e = parse(&["--precision", "fp8"]).err().unwrap().to_string();
         assert!(e.contains("fp8") && e.contains("f32, fp16, bf16"), "{e}");
-        let e = parse(&["--visual-adapter-type", "plain"]).err().unwrap().to_string();
+        let e = parse(&["--visual-adapter-type", "plain"])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("normal, router, router_block"), "{e}");
-        let a = args(&["--visual-adapter-type", "router_block", "--adapter-type", "block"]);
-        assert_eq!(a.visual_adapter_type, lavin_model::VisualAdapterType::RouterBlock);
+        let a = args(&[
+            "--visual-adapter-type",
+            "router_block",
+            "--adapter-type",
+            "block",
+        ]);
+        assert_eq!(
+            a.visual_adapter_type,
+            lavin_model::VisualAdapterType::RouterBlock
+        );
         assert_eq!(a.adapter_type, lavin_model::LlamaAdapterType::Block);
     }
 

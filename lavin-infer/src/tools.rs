@@ -14,7 +14,14 @@ pub fn parity(args: &[OsString]) -> anyhow::Result<()> {
         Some(cargo) => {
             let mut c = Command::new(cargo);
             let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-            c.args(["run", "--quiet", "--manifest-path", manifest, "-p", "lavin-tools"]);
+            c.args([
+                "run",
+                "--quiet",
+                "--manifest-path",
+                manifest,
+                "-p",
+                "lavin-tools",
+            ]);
             if !cfg!(debug_assertions) {
                 c.arg("--release");
             }

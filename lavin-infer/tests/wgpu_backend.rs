@@ -8,10 +8,10 @@ use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
-use lavin_infer::lavin_generator::LavinGenerator;
 use lavin_infer::generator::{GenRequest, Generator, SamplingParams};
-use lavin_parity::{host, Case, Check};
+use lavin_infer::lavin_generator::LavinGenerator;
 use lavin_model::Positions;
+use lavin_parity::{host, Case, Check};
 
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
 

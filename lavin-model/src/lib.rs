@@ -32,5 +32,5 @@ pub use config::{
 };
 pub use decode::{DecodeState, Positions};
 pub use error::WeightsError;
-pub use precision::Precision;
 pub use lavin::{Lavin, LavinBatch, LavinOutput, LavinTrace};
+pub use precision::Precision;

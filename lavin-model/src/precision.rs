@@ -10,7 +10,9 @@ pub struct UnknownPrecision(pub String);
 
 /// Floating-point precision of the frozen weights / activations (adapters and optimizer state
 /// stay f32 whatever this says).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Precision {
     /// 32-bit float (the backend's own float type).
@@ -67,4 +69,3 @@ impl FromStr for Precision {
         }
     }
 }
-

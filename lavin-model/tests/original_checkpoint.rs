@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use lavin_parity::Case;
 use lavin_model::weights::adapters::adapter_tensors;
 use lavin_model::weights::source::PthSource;
 use lavin_model::weights::torch_pickle::TorchPickleReader;
 use lavin_model::weights::{load_adapters, TensorSource};
+use lavin_parity::Case;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

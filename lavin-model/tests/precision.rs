@@ -17,11 +17,11 @@ use std::path::Path;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Device};
-use lavin_model::Precision;
 use lavin_model::llama::BaseFormat;
-use lavin_parity::{adapter_grads, host, Case};
 use lavin_model::weights::{load_lavin, LoadSpec};
 use lavin_model::Lavin;
+use lavin_model::Precision;
+use lavin_parity::{adapter_grads, host, Case};
 
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
 

@@ -4,10 +4,10 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use lavin_parity::{adapter_grads, host};
 use lavin_model::weights::adapters::{adapter_tensors, load_adapters, save_adapters};
 use lavin_model::weights::names::NameCollector;
 use lavin_model::{ClipRouterMode, LavinBatch, LavinConfig, LlamaAdapterType, VisualAdapterType};
+use lavin_parity::{adapter_grads, host};
 
 type B = Autodiff<NdArray>;
 

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lavin_model::error::WeightsError;
-use lavin_parity::Case;
 use lavin_model::weights::adapters::write_safetensors;
 use lavin_model::weights::{open_llama, LlamaWeights};
+use lavin_parity::Case;
 
 const CASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity/tiny-a");
 

@@ -360,7 +360,6 @@ impl OriginalOnlyFlags {
 
 pub use lavin_backends::IgnoredFlags;
 
-
 impl TrainArgs {
     /// The original's flags given here that mean nothing to this trainer (see
     /// [`OriginalOnlyFlags`]); `run` prints [`IgnoredFlags::line`] once at start.

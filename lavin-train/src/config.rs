@@ -359,8 +359,7 @@ impl TrainConfig {
                 format!("must be in [0, 1), got {}", self.drop_path),
             ));
         }
-        lavin_backends::parse_devices(&self.devices)
-            .map_err(|e| inv("devices", e.to_string()))?;
+        lavin_backends::parse_devices(&self.devices).map_err(|e| inv("devices", e.to_string()))?;
         if self.output_dir.as_os_str().is_empty() {
             return Err(inv("output_dir", "must not be empty"));
         }

@@ -16,7 +16,6 @@ use burn::tensor::{Int, Tensor, TensorData};
 use lavin_data::{preprocess_image, tokenize_example, PromptFormat, SqaItem, Tokenizer};
 use lavin_model::{LavinBatch, LavinConfig};
 
-
 /// What a batch contributes to throughput counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BatchStats {

@@ -21,8 +21,8 @@ use burn::tensor::ElementConversion;
 
 use lavin_model::lavin::Lavin;
 
-use crate::params::{assign_params, collect_params, lavin_trainable_name};
 use crate::data::{BatchSource, BatchStats};
+use crate::params::{assign_params, collect_params, lavin_trainable_name};
 
 /// What one device computed for its shard of a micro-batch.
 pub struct Shard {

@@ -24,7 +24,10 @@ fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
         .convert::<f32>()
         .to_vec::<f32>()
         .unwrap_or_default();
-    HostTensor { shape, data: values }
+    HostTensor {
+        shape,
+        data: values,
+    }
 }
 
 /// Copy the named (trainable) parameters of `module` to the host.

@@ -232,7 +232,9 @@ pub fn plot_loss_curve(
             .draw_series(LineSeries::new(ema, dark.stroke_width(3)))
             .map_err(|e| perr(e.to_string()))?
             .label("moving average")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(3))
+            });
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
@@ -462,7 +464,11 @@ mod tests {
         for s in 5..=9 {
             log.log(&step(s)).unwrap();
         }
-        let steps: Vec<u64> = read_metrics(&path).unwrap().iter().map(|m| m.step).collect();
+        let steps: Vec<u64> = read_metrics(&path)
+            .unwrap()
+            .iter()
+            .map(|m| m.step)
+            .collect();
         assert_eq!(steps, (1..=9).collect::<Vec<_>>());
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 9);
         // A fresh run starts the log over.

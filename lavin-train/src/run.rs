@@ -11,8 +11,8 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
-use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_backends::{BackendArgs, BackendKind, Precision};
+use lavin_data::{InstructData, LoadOptions, MissingImage, ScienceQa, Tokenizer};
 use lavin_model::llama::BaseFormat;
 use lavin_model::weights::{load_lavin, LlamaWeights, LoadSpec};
 use lavin_model::{AdapterConfig, Lavin, LavinConfig};

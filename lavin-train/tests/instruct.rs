@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use lavin_train::cli::TrainArgs;
 use lavin_model::bundled::data_root as default_data_root;
+use lavin_train::cli::TrainArgs;
 use lavin_train::report::read_metrics;
 use lavin_train::run::{run, RunOptions};
 

@@ -14,21 +14,21 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
+use clap::Parser;
+use lavin_backends::{BackendKind, Precision};
+use lavin_model::bundled;
 use lavin_model::llama::FrozenLinear;
-use lavin_parity::host;
+use lavin_model::quant::BaseBits;
 use lavin_model::quant::Bits;
 use lavin_model::weights::load_lavin;
 use lavin_model::{Lavin, LavinConfig};
+use lavin_parity::host;
+use lavin_parity::host_params;
 use lavin_train::bench::random_batch;
 use lavin_train::cli::{BenchArgs, TrainArgs};
 use lavin_train::config::TrainConfig;
 use lavin_train::optim::{step_module, AdamW, AdamWConfig};
 use lavin_train::params::lavin_trainable_name;
-use lavin_parity::host_params;
-use clap::Parser;
-use lavin_backends::{BackendKind, Precision};
-use lavin_model::bundled;
-use lavin_model::quant::BaseBits;
 use lavin_train::run::{run, RunOptions};
 
 type P = NdArray<f32>;
@@ -149,8 +149,22 @@ fn training_step_on_quantized_base_changes_adapters_only() {
 /// so the bench's other flags keep their defaults).
 fn tiny_bench(bits: &str) -> BenchArgs {
     let argv = [
-        "lavin-train", "bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "16",
-        "--steps", "1", "--warmup", "0", "--backend", "ndarray", "--bits", bits,
+        "lavin-train",
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--backend",
+        "ndarray",
+        "--bits",
+        bits,
     ];
     match lavin_train::cli::Cli::try_parse_from(argv).unwrap().command {
         Some(lavin_train::cli::Command::Bench(b)) => b,

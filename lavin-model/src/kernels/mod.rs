@@ -25,11 +25,11 @@
 mod flex;
 #[cfg(feature = "flex")]
 mod gemv;
-#[cfg(feature = "flex")]
-mod rows;
 mod lean_autodiff;
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod ops;
+#[cfg(feature = "flex")]
+mod rows;
 #[cfg(feature = "flex")]
 mod vexp;
 

@@ -5,8 +5,8 @@ use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use super::attention::Attention;
-use super::frozen_linear::BaseFormat;
 use super::feed_forward::FeedForward;
+use super::frozen_linear::BaseFormat;
 use crate::adapter::RepAdapterRouter;
 use crate::cache::{CacheUse, LayerCache};
 use crate::config::{LavinConfig, LlamaAdapterType};

@@ -19,8 +19,8 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{backend::Backend, DType, Tensor};
 
-use crate::precision::Precision;
 use crate::kernels;
+use crate::precision::Precision;
 use crate::quant::{Bits, FrozenQuantLinear, QuantError, DEFAULT_BLOCK};
 
 /// How the frozen LLaMA weights are stored (`--precision`, `--bits`).
@@ -72,7 +72,9 @@ impl<B: Backend> FrozenLinear<B> {
     pub fn convert(self, format: BaseFormat) -> Result<Self, QuantError> {
         match (format.bits, self) {
             (Some(bits), layer) => layer.quantize(bits),
-            (None, FrozenLinear::Dense(l)) => Ok(FrozenLinear::Dense(cast_linear(l, format.precision))),
+            (None, FrozenLinear::Dense(l)) => {
+                Ok(FrozenLinear::Dense(cast_linear(l, format.precision)))
+            }
             (None, q @ FrozenLinear::Quant(_)) => Ok(q),
         }
     }

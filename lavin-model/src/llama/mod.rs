@@ -1,17 +1,17 @@
 //! The frozen LLaMA decoder (Meta layout) that LaVIN adapts.
 
 pub mod attention;
-pub mod frozen_linear;
 pub mod block;
 pub mod feed_forward;
+pub mod frozen_linear;
 pub mod rope;
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
-pub use frozen_linear::{BaseFormat, FrozenLinear};
 pub use block::{Block, BlockInput, BlockRoutes, MlpRouterInput};
+pub use frozen_linear::{BaseFormat, FrozenLinear};
 pub use rope::Rope;
 
 use crate::cache::{CacheUse, KvCache};

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 
 pub use adapters::{load_adapters, save_adapters};
-pub use names::{is_trainable, original_name};
 pub use host::HostTensor;
+pub use names::{is_trainable, original_name};
 pub use source::TensorSource;
 
 use crate::error::WeightsError;

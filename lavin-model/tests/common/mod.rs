@@ -10,10 +10,10 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lavin_model::llama::FrozenLinear;
-use lavin_parity::{adapter_grads, host};
 use lavin_model::quant::{Bits, FrozenQuantLinear};
 use lavin_model::weights::adapters::{adapter_tensors, load_adapters, write_safetensors};
 use lavin_model::{Lavin, LavinBatch, LavinConfig};
+use lavin_parity::{adapter_grads, host};
 
 // ---------------------------------------------------------------------------------------------
 // One layer.

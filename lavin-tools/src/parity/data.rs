@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use lavin_data::image::{decode_rgb, normalize, resize_to, ImageOptions, IMAGE_SIZE};
 use lavin_data::score::{extract_answer, get_scores, pred_idx, PyRandom, FAILED};
-use lavin_data::{build_prompt, create_one_example, tokenize_example, Problem, PromptFormat};
 use lavin_data::tokenizer::{IMAGE_PREFIX, NO_IMAGE_PREFIX};
+use lavin_data::{build_prompt, create_one_example, tokenize_example, Problem, PromptFormat};
 use lavin_data::{preprocess_image, Tokenizer};
-use lavin_parity::{Case, Check};
 use lavin_model::weights::source::SafetensorsSource;
 use lavin_model::weights::TensorSource;
+use lavin_parity::{Case, Check};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

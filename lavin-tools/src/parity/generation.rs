@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use lavin_data::Tokenizer;
-use lavin_parity::{host, Case, Check};
 use lavin_model::weights::TensorSource;
 use lavin_model::Positions;
+use lavin_parity::{host, Case, Check};
 use serde_json::Value;
 
 use super::Outcome;
-use lavin_infer::lavin_generator::{prompt_ids, LavinGenerator};
 use lavin_infer::generator::{GenRequest, Generator, ImageInput, SamplingParams};
+use lavin_infer::lavin_generator::{prompt_ids, LavinGenerator};
 
 pub fn check<B: Backend>(case: &Case, device: &B::Device) -> anyhow::Result<Outcome> {
     let (json_path, st_path, tok_path) = (

@@ -8,10 +8,10 @@ use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use lavin_parity::{adapter_grads, host, Case, Check};
 use lavin_model::weights::adapters::{adapter_tensors, open_adapters};
 use lavin_model::weights::source::SafetensorsSource;
 use lavin_model::weights::{is_trainable, original_name, HostTensor, TensorSource};
+use lavin_parity::{adapter_grads, host, Case, Check};
 use lavin_train::lr_sched::{resolve_lr, LrSchedule};
 use lavin_train::optim::{decays, step_module, AdamW, AdamWConfig};
 

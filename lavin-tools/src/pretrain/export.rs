@@ -13,8 +13,8 @@ use lavin_model::weights::llama::permute_qk_to_hf;
 use lavin_model::weights::{load_lavin, original_name};
 use lavin_model::{Lavin, LavinConfig};
 
-use lavin_parity::host_params;
 use lavin_model::bundled::{self, CLIP_FILE, LLAMA_DIR, TOKENIZER_FILE};
+use lavin_parity::host_params;
 
 use super::PretrainError;
 
@@ -22,7 +22,6 @@ type Named = (String, Vec<usize>, Vec<f32>);
 
 /// Hugging Face name of a Meta LLaMA key (`None`: not a base LLaMA weight).
 pub use lavin_model::weights::llama::hf_key as hf_name;
-
 
 fn transpose(data: &[f32], r: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0f32; r * c];

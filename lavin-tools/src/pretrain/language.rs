@@ -239,7 +239,9 @@ where
             ep_ans += ans_v;
             let progress = epoch as f64 + it as f64 / spe as f64;
             let epochs_f = epochs as f64;
-            model = scheduled_step(&mut optim, model, loss, LR, progress, 1.0, epochs_f, &naming)?;
+            model = scheduled_step(
+                &mut optim, model, loss, LR, progress, 1.0, epochs_f, &naming,
+            )?;
             steps += 1;
         }
         last = ep_loss / spe as f64;

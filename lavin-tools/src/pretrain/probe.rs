@@ -298,8 +298,9 @@ where
             let progress = epoch as f64 + it as f64 / spe as f64;
             let (warmup, epochs) = (opts.warmup_epochs, opts.epochs as f64);
             let lr = lr_at(opts.lr, progress, warmup, epochs);
-            model =
-                scheduled_step(&mut optim, model, loss, opts.lr, progress, warmup, epochs, &naming)?;
+            model = scheduled_step(
+                &mut optim, model, loss, opts.lr, progress, warmup, epochs, &naming,
+            )?;
             if losses.len() % 25 == 0 {
                 let k = losses.len();
                 let recent =

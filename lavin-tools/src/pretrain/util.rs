@@ -4,8 +4,8 @@
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use lavin_train::optim::{step_module, AdamW, ParamNaming};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use lavin_train::optim::{step_module, AdamW, ParamNaming};
 
 use lavin_data::{tokenize_example, PromptFormat, Tokenizer};
 use lavin_model::LavinBatch;
@@ -36,7 +36,6 @@ pub fn set_trainable<B: Backend, M: Module<B>>(module: M, pred: &dyn Fn(&str) ->
         pred,
     })
 }
-
 
 /// A tokenised LaVIN example on the host.
 #[derive(Debug, Clone)]

@@ -167,5 +167,8 @@ fn not_a_checkpoint_fails_clearly() {
     let p = d.path().join("checkpoint-1.pth");
     std::fs::write(&p, b"not a zip").unwrap();
     let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(e.contains("checkpoint-1.pth") && e.contains("PyTorch"), "{e}");
+    assert!(
+        e.contains("checkpoint-1.pth") && e.contains("PyTorch"),
+        "{e}"
+    );
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lavin_parity::Case;
 use lavin_model::LavinBatch;
+use lavin_parity::Case;
 use lavin_train::trainer::{BatchSource, BatchStats};
 
 /// The autodiff backend of the trainer tests.
