@@ -323,6 +323,9 @@ pub struct ServeArgs {
     pub queue: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub serving: crate::serve::ServeFlags,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub session: SessionArgs,
 }
 
@@ -531,6 +534,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 defaults: a.session.decode.params(a.session.max_gen_len),
                 ..ServeConfig::default()
             };
+            let cfg = a.serving.apply(cfg)?;
             run_blocking(&a.host, a.port, generator, cfg).context("serve")
         }
         Command::Bench(a) => {

@@ -116,6 +116,9 @@ pub enum GenError {
     /// Settings or inputs the model cannot take.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The caller cancelled the item before it started.
+    #[error("the request was cancelled")]
+    Cancelled,
     /// Anything else (weights, backend).
     #[error(transparent)]
     Model(#[from] anyhow::Error),
@@ -124,16 +127,80 @@ pub enum GenError {
 /// Callback receiving `(item index, text delta)` as tokens are produced.
 pub type OnToken<'a> = dyn FnMut(usize, &str) + 'a;
 
+/// One request of a [`Generator::generate_batch`] call with its own decoding settings.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// The prompt (and image).
+    pub request: GenRequest,
+    /// Its settings: length, temperature, top-p, top-k and the seed of its own random stream.
+    pub params: SamplingParams,
+}
+
+/// The caller's side of [`Generator::generate_batch`]: receives each item's text as it is
+/// produced and its result as soon as that item ends, and may stop items early.
+pub trait BatchObserver {
+    /// A text delta of `item`. Returning `false` ends that item now (e.g. a stop string seen).
+    fn token(&mut self, item: usize, delta: &str) -> bool;
+    /// Asked before every step for each live item: `true` ends it now (its client left).
+    fn cancelled(&mut self, item: usize) -> bool;
+    /// Called exactly once per item: its output (cut where it ended; an item ended by the
+    /// observer reports [`FinishReason::Stop`]) or why it could not run.
+    fn finished(&mut self, item: usize, result: Result<GenOutput, GenError>);
+}
+
 /// A batched text generator (the LaVIN model, or a fake).
 pub trait Generator: Send {
     /// Complete every request; stream text deltas of the generated part to `on_token` as they
-    /// are produced; return one output per request, in order.
+    /// are produced; return one output per request, in order. One decoding setting and one
+    /// random stream for the whole batch (the evaluation commands' fixed seeding).
     fn generate(
         &mut self,
         requests: &[GenRequest],
         params: &SamplingParams,
         on_token: &mut OnToken<'_>,
     ) -> Result<Vec<GenOutput>, GenError>;
+
+    /// Complete `items` together, each with its own settings and random stream (seeded by its
+    /// `params.seed`, drawn only when that item samples, so its text does not depend on what it
+    /// is batched with). Items end independently; a request the model cannot take (prompt too
+    /// long) is reported through `finished` without failing the others. `Err` means the model
+    /// failed for every item that has not finished yet.
+    ///
+    /// The default runs the items one after another through [`Generator::generate`] (no early
+    /// stop inside an item); batching generators override it.
+    fn generate_batch(
+        &mut self,
+        items: &[BatchItem],
+        observer: &mut dyn BatchObserver,
+    ) -> Result<(), GenError> {
+        for (k, item) in items.iter().enumerate() {
+            if observer.cancelled(k) {
+                observer.finished(k, Err(GenError::Cancelled));
+                continue;
+            }
+            let result = self.generate(
+                std::slice::from_ref(&item.request),
+                &item.params,
+                &mut |_, d| {
+                    observer.token(k, d);
+                },
+            );
+            match result {
+                Ok(mut out) if !out.is_empty() => observer.finished(k, Ok(out.swap_remove(0))),
+                Ok(_) => observer.finished(
+                    k,
+                    Err(GenError::Model(anyhow::anyhow!(
+                        "the generator returned no output"
+                    ))),
+                ),
+                Err(e @ (GenError::PromptTooLong { .. } | GenError::InvalidRequest(_))) => {
+                    observer.finished(k, Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 
     /// A short description for logs and `/health` (model preset, backend).
     fn describe(&self) -> String {
@@ -149,6 +216,13 @@ impl<G: Generator + ?Sized> Generator for Box<G> {
         on_token: &mut OnToken<'_>,
     ) -> Result<Vec<GenOutput>, GenError> {
         (**self).generate(requests, params, on_token)
+    }
+    fn generate_batch(
+        &mut self,
+        items: &[BatchItem],
+        observer: &mut dyn BatchObserver,
+    ) -> Result<(), GenError> {
+        (**self).generate_batch(items, observer)
     }
     fn describe(&self) -> String {
         (**self).describe()
@@ -170,6 +244,9 @@ pub struct ScriptedGenerator {
     pub max_prompt_chars: usize,
     /// Number of `generate` calls so far.
     pub calls: usize,
+    /// Size of every `generate_batch` call so far (shared, so a test can read it while a
+    /// server owns the generator).
+    pub batch_sizes: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl ScriptedGenerator {
@@ -180,6 +257,7 @@ impl ScriptedGenerator {
             token_delay: Duration::ZERO,
             max_prompt_chars: 4096,
             calls: 0,
+            batch_sizes: Arc::default(),
         }
     }
 
@@ -284,6 +362,85 @@ impl Generator for ScriptedGenerator {
                 }
             })
             .collect())
+    }
+
+    /// Steps all items together, one word per step, each with its own length limit; items
+    /// end independently (length, observer stop, cancellation).
+    fn generate_batch(
+        &mut self,
+        items: &[BatchItem],
+        observer: &mut dyn BatchObserver,
+    ) -> Result<(), GenError> {
+        self.batch_sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(items.len());
+        struct Row {
+            tokens: Vec<String>,
+            taken: usize,
+            stopped: bool,
+            live: bool,
+        }
+        let mut rows = Vec::with_capacity(items.len());
+        for (k, it) in items.iter().enumerate() {
+            let tokens = it.request.prompt.chars().count();
+            let live = tokens <= self.max_prompt_chars;
+            if !live {
+                observer.finished(
+                    k,
+                    Err(GenError::PromptTooLong {
+                        item: k,
+                        tokens,
+                        max: self.max_prompt_chars,
+                    }),
+                );
+            }
+            let reply = (self.reply)(&it.request);
+            rows.push(Row {
+                tokens: word_tokens(&reply)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                taken: 0,
+                stopped: false,
+                live,
+            });
+        }
+        let output = |it: &BatchItem, row: &Row| {
+            let completion: String = row.tokens[..row.taken].concat();
+            GenOutput {
+                text: format!("{}{}", it.request.prompt, completion),
+                token_ids: (0..row.taken as u32).collect(),
+                prompt_tokens: it.request.prompt.chars().count(),
+                finish: if row.stopped || row.taken == row.tokens.len() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                },
+                completion,
+            }
+        };
+        while rows.iter().any(|r| r.live) {
+            for (k, (it, row)) in items.iter().zip(rows.iter_mut()).enumerate() {
+                if !row.live {
+                    continue;
+                }
+                if observer.cancelled(k) {
+                    row.stopped = true;
+                } else if row.taken < row.tokens.len().min(it.params.max_gen_len) {
+                    row.taken += 1;
+                    row.stopped = !observer.token(k, &row.tokens[row.taken - 1]);
+                }
+                if row.stopped || row.taken >= row.tokens.len().min(it.params.max_gen_len) {
+                    row.live = false;
+                    observer.finished(k, Ok(output(it, row)));
+                }
+            }
+            if rows.iter().any(|r| r.live) && !self.token_delay.is_zero() {
+                std::thread::sleep(self.token_delay);
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

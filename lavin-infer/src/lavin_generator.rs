@@ -13,9 +13,10 @@ use lavin_data::Tokenizer;
 use lavin_model::{Lavin, Positions};
 
 use crate::generator::{
-    FinishReason, GenError, GenOutput, GenRequest, Generator, OnToken, SamplingParams,
+    BatchItem, BatchObserver, FinishReason, GenError, GenOutput, GenRequest, Generator, OnToken,
+    SamplingParams,
 };
-use crate::sampling::Sampler;
+use crate::sampling::{sample_rows, Sampler};
 
 /// The real model behind the [`Generator`] seam.
 pub struct LavinGenerator<B: Backend> {
@@ -65,7 +66,7 @@ impl<B: Backend> LavinGenerator<B> {
         }
     }
 
-    fn images(&self, requests: &[GenRequest]) -> Tensor<B, 4> {
+    fn images(&self, requests: &[&GenRequest]) -> Tensor<B, 4> {
         let side = self.model.config().clip.input_resolution;
         let mut data = Vec::with_capacity(requests.len() * 3 * side * side);
         for r in requests {
@@ -101,36 +102,92 @@ impl Stream {
     }
 }
 
-impl<B: Backend> Generator for LavinGenerator<B> {
-    fn generate(
-        &mut self,
-        requests: &[GenRequest],
-        params: &SamplingParams,
-        on_token: &mut OnToken<'_>,
-    ) -> Result<Vec<GenOutput>, GenError> {
-        if requests.is_empty() {
-            return Ok(Vec::new());
+/// How a run picks the next tokens.
+enum Picker<'a> {
+    /// One sampler for the whole batch, drawing for every row at every step (the evaluation
+    /// commands' fixed seeding, as before batching per request existed).
+    Shared(Sampler),
+    /// One sampler per row, drawing only when its row samples.
+    Rows(&'a mut [Sampler]),
+}
+
+impl Picker<'_> {
+    fn pick<B: Backend>(&mut self, logits: Tensor<B, 2>, draw: &[bool]) -> Vec<u32> {
+        match self {
+            Picker::Shared(s) => s.sample(logits),
+            Picker::Rows(rows) => sample_rows(logits, rows, draw),
         }
-        let mut sampler = Sampler::new(params.decoding(), params.seed)
-            .map_err(|e| GenError::InvalidRequest(e.to_string()))?;
+    }
+}
+
+/// [`Generator::generate`]'s view of a run: deltas to its callback, outputs kept in order.
+struct Collect<'a, 'b> {
+    on_token: &'a mut OnToken<'b>,
+    outputs: Vec<Option<GenOutput>>,
+}
+
+impl BatchObserver for Collect<'_, '_> {
+    fn token(&mut self, item: usize, delta: &str) -> bool {
+        (self.on_token)(item, delta);
+        true
+    }
+    fn cancelled(&mut self, _: usize) -> bool {
+        false
+    }
+    fn finished(&mut self, item: usize, result: Result<GenOutput, GenError>) {
+        self.outputs[item] = result.ok();
+    }
+}
+
+/// Renumbers the items of a sub-batch (the ones that could run) to the caller's indices.
+struct Renumber<'a> {
+    inner: &'a mut dyn BatchObserver,
+    index: Vec<usize>,
+}
+
+impl BatchObserver for Renumber<'_> {
+    fn token(&mut self, item: usize, delta: &str) -> bool {
+        self.inner.token(self.index[item], delta)
+    }
+    fn cancelled(&mut self, item: usize) -> bool {
+        self.inner.cancelled(self.index[item])
+    }
+    fn finished(&mut self, item: usize, result: Result<GenOutput, GenError>) {
+        self.inner.finished(self.index[item], result)
+    }
+}
+
+impl<B: Backend> LavinGenerator<B> {
+    /// Prompt ids of `request`, or why it cannot run (`item` names it in the error).
+    fn checked_prompt(&self, item: usize, request: &GenRequest) -> Result<Vec<u32>, GenError> {
+        let cfg = self.model.config();
+        let p = prompt_ids(&self.tokenizer, request, cfg.n_feats())?;
+        if p.len() >= cfg.max_seq_len {
+            return Err(GenError::PromptTooLong {
+                item,
+                tokens: p.len(),
+                max: cfg.max_seq_len - 1,
+            });
+        }
+        Ok(p)
+    }
+
+    /// The decoding loop shared by both entry points. Row `k` generates at most `max_gen[k]`
+    /// tokens (and never past the context); `observer.finished` is called once per row, as
+    /// soon as that row ends.
+    fn run(
+        &mut self,
+        requests: &[&GenRequest],
+        prompts: &[Vec<u32>],
+        max_gen: &[usize],
+        picker: &mut Picker<'_>,
+        observer: &mut dyn BatchObserver,
+    ) {
         let cfg = self.model.config().clone();
         let (b, eos) = (requests.len(), self.tokenizer.eos_id());
-        let prompts = requests
-            .iter()
-            .map(|r| prompt_ids(&self.tokenizer, r, cfg.n_feats()))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (item, p) in prompts.iter().enumerate() {
-            if p.len() >= cfg.max_seq_len {
-                return Err(GenError::PromptTooLong {
-                    item,
-                    tokens: p.len(),
-                    max: cfg.max_seq_len - 1,
-                });
-            }
-        }
         let min_len = prompts.iter().map(Vec::len).min().unwrap_or(0);
-        let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let total = cfg.max_seq_len.min(params.max_gen_len + max_len);
+        let longest = (0..b).map(|k| prompts[k].len() + max_gen[k]).max();
+        let total = cfg.max_seq_len.min(longest.unwrap_or(0));
 
         let mut tokens = vec![0u32; b * total];
         for (k, p) in prompts.iter().enumerate() {
@@ -157,6 +214,30 @@ impl<B: Backend> Generator for LavinGenerator<B> {
             })
             .collect();
         let mut done = vec![false; b];
+        let mut reported = vec![false; b];
+        let tokenizer = self.tokenizer.clone();
+        // Row k's output: its ids up to `end` (exclusive), cut at EOS.
+        let output = |tokens: &[u32], k: usize, end: usize, stopped: bool| {
+            let p = prompts[k].len();
+            let row = &tokens[k * total..(k + 1) * total];
+            let mut end = end.min(total);
+            let eos_at = row[..end].iter().position(|&t| t == eos);
+            if let Some(e) = eos_at {
+                end = e;
+            }
+            let generated: Vec<u32> = row[p.min(end)..end].to_vec();
+            GenOutput {
+                text: tokenizer.decode(&row[..end]),
+                completion: tokenizer.decode(&generated),
+                token_ids: generated,
+                prompt_tokens: p,
+                finish: if stopped || eos_at.is_some_and(|e| e >= p) {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                },
+            }
+        };
         let modality = self.model.modality_token(indicators);
         let (mut logits, mut state) = self.model.prefill(
             modality,
@@ -167,7 +248,21 @@ impl<B: Backend> Generator for LavinGenerator<B> {
             if let Some(store) = self.step_logits.as_mut() {
                 store.push(logits.clone());
             }
-            let sampled = sampler.sample(logits);
+            for k in 0..b {
+                if !done[k] && observer.cancelled(k) {
+                    done[k] = true;
+                    reported[k] = true;
+                    let end = cur.max(prompts[k].len());
+                    observer.finished(k, Ok(output(&tokens, k, end, true)));
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let draw: Vec<bool> = (0..b)
+                .map(|k| !done[k] && cur >= prompts[k].len())
+                .collect();
+            let sampled = picker.pick(logits, &draw);
             let mut row_ids = Vec::with_capacity(b);
             let mut forced = Vec::with_capacity(b);
             for k in 0..b {
@@ -181,13 +276,17 @@ impl<B: Backend> Generator for LavinGenerator<B> {
                 row_ids.push(id as i64);
                 forced.push(in_prompt);
                 if !in_prompt && !done[k] {
-                    if id == eos || cur + 1 >= prompts[k].len() + params.max_gen_len {
-                        done[k] = true;
-                    }
+                    let last = id == eos || cur + 1 >= prompts[k].len() + max_gen[k];
+                    let mut stopped = false;
                     if id != eos {
                         if let Some(delta) = streams[k].push(&self.tokenizer, id) {
-                            on_token(k, &delta);
+                            stopped = !observer.token(k, &delta);
                         }
+                    }
+                    if last || stopped {
+                        done[k] = true;
+                        reported[k] = true;
+                        observer.finished(k, Ok(output(&tokens, k, cur + 1, stopped)));
                     }
                 }
             }
@@ -208,30 +307,93 @@ impl<B: Backend> Generator for LavinGenerator<B> {
             let row = new.mask_where(keep, embeds.clone().narrow(1, cur, 1));
             logits = self.model.decode(&mut state, row, cur);
         }
+        // Rows the context cut short.
+        for k in 0..b {
+            if !reported[k] {
+                let end = prompts[k].len() + max_gen[k];
+                observer.finished(k, Ok(output(&tokens, k, end, false)));
+            }
+        }
+    }
+}
 
-        Ok((0..b)
-            .map(|k| {
-                let p = prompts[k].len();
-                let row = &tokens[k * total..(k + 1) * total];
-                let mut end = (p + params.max_gen_len).min(total);
-                let eos_at = row[..end].iter().position(|&t| t == eos);
-                if let Some(e) = eos_at {
-                    end = e;
+impl<B: Backend> Generator for LavinGenerator<B> {
+    fn generate(
+        &mut self,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+        on_token: &mut OnToken<'_>,
+    ) -> Result<Vec<GenOutput>, GenError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sampler = Sampler::new(params.decoding(), params.seed)
+            .map_err(|e| GenError::InvalidRequest(e.to_string()))?;
+        let prompts = requests
+            .iter()
+            .enumerate()
+            .map(|(k, r)| self.checked_prompt(k, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&GenRequest> = requests.iter().collect();
+        let mut collect = Collect {
+            on_token,
+            outputs: vec![None; requests.len()],
+        };
+        let max_gen = vec![params.max_gen_len; requests.len()];
+        self.run(
+            &refs,
+            &prompts,
+            &max_gen,
+            &mut Picker::Shared(sampler),
+            &mut collect,
+        );
+        collect
+            .outputs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| GenError::Model(anyhow::anyhow!("a row reported no output"))))
+            .collect()
+    }
+
+    fn generate_batch(
+        &mut self,
+        items: &[BatchItem],
+        observer: &mut dyn BatchObserver,
+    ) -> Result<(), GenError> {
+        let mut requests = Vec::new();
+        let mut prompts = Vec::new();
+        let mut max_gen = Vec::new();
+        let mut samplers = Vec::new();
+        let mut index = Vec::new();
+        for (k, it) in items.iter().enumerate() {
+            let ready = Sampler::new(it.params.decoding(), it.params.seed)
+                .map_err(|e| GenError::InvalidRequest(e.to_string()))
+                .and_then(|s| Ok((s, self.checked_prompt(k, &it.request)?)));
+            match ready {
+                Ok((sampler, prompt)) => {
+                    requests.push(&it.request);
+                    prompts.push(prompt);
+                    max_gen.push(it.params.max_gen_len.max(1));
+                    samplers.push(sampler);
+                    index.push(k);
                 }
-                let generated: Vec<u32> = row[p.min(end)..end].to_vec();
-                GenOutput {
-                    text: self.tokenizer.decode(&row[..end]),
-                    completion: self.tokenizer.decode(&generated),
-                    token_ids: generated,
-                    prompt_tokens: p,
-                    finish: if eos_at.is_some_and(|e| e >= p) {
-                        FinishReason::Stop
-                    } else {
-                        FinishReason::Length
-                    },
-                }
-            })
-            .collect())
+                Err(e) => observer.finished(k, Err(e)),
+            }
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut renumbered = Renumber {
+            inner: observer,
+            index,
+        };
+        self.run(
+            &requests,
+            &prompts,
+            &max_gen,
+            &mut Picker::Rows(&mut samplers),
+            &mut renumbered,
+        );
+        Ok(())
     }
 
     fn describe(&self) -> String {

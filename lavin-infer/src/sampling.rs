@@ -107,6 +107,87 @@ impl Sampler {
     }
 }
 
+/// One token per row of `logits` `[B, V]`, row `k` chosen by `samplers[k]` (its own decoding
+/// rule and random stream). Only rows with `draw[k]` take a number from their stream, so a
+/// row's draws do not depend on its neighbours; the others get some id the caller ignores.
+/// A row gives the same id as its sampler would alone (same operations, one readback for all).
+pub fn sample_rows<B: Backend>(
+    logits: Tensor<B, 2>,
+    samplers: &mut [Sampler],
+    draw: &[bool],
+) -> Vec<u32> {
+    let [b, v] = logits.dims();
+    assert_eq!(samplers.len(), b, "one sampler per row");
+    assert_eq!(draw.len(), b, "one draw flag per row");
+    let greedy: Vec<bool> = samplers
+        .iter()
+        .map(|s| s.decoding == Decoding::Greedy)
+        .collect();
+    if greedy.iter().all(|&g| g) {
+        return ids_to_host(logits.argmax(1));
+    }
+    let device = logits.device();
+    let (mut temps, mut top_ps, mut top_ks, mut uniforms) = (
+        Vec::with_capacity(b),
+        Vec::with_capacity(b),
+        Vec::with_capacity(b),
+        Vec::with_capacity(b),
+    );
+    for (s, &d) in samplers.iter_mut().zip(draw) {
+        let (t, p, k) = match s.decoding {
+            // Placeholder settings: greedy rows take the argmax below.
+            Decoding::Greedy => (1.0, 1.0, 0),
+            Decoding::Sample {
+                temperature,
+                top_p,
+                top_k,
+            } => (
+                temperature,
+                // `Sampler::sample` skips the nucleus cut at 1: a cumulative sum that rounds
+                // above 1 must not cut anything here either.
+                if top_p >= 1.0 { f32::INFINITY } else { top_p },
+                top_k,
+            ),
+        };
+        let needs_draw = d && s.decoding != Decoding::Greedy;
+        temps.push(t);
+        top_ps.push(p);
+        top_ks.push(if k == 0 || k >= v { v } else { k } as i64);
+        uniforms.push(if needs_draw {
+            s.rng.random::<f32>()
+        } else {
+            0.0
+        });
+    }
+    let column = |x: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(x, [b, 1]), &device);
+    let probs = softmax(logits.clone().div(column(temps).expand([b, v])), 1);
+    let (sorted, order) = probs.sort_descending_with_indices(1);
+    let before = sorted.clone().cumsum(1) - sorted.clone();
+    let mut kept = sorted.mask_fill(before.greater(column(top_ps).expand([b, v])), 0.0);
+    let rank = Tensor::<B, 1, Int>::arange(0..v as i64, &device)
+        .reshape([1, v])
+        .expand([b, v]);
+    let ks = Tensor::<B, 2, Int>::from_data(TensorData::new(top_ks, [b, 1]), &device);
+    kept = kept.mask_fill(rank.greater_equal(ks.expand([b, v])), 0.0);
+    let cdf = kept.clone().cumsum(1);
+    let total = cdf.clone().narrow(1, v - 1, 1);
+    let threshold = (total * column(uniforms)).expand([b, v]);
+    let chosen = cdf.lower_equal(threshold).int().sum_dim(1);
+    let last_kept = kept
+        .greater_elem(0.0)
+        .int()
+        .sum_dim(1)
+        .sub_scalar(1)
+        .clamp_min(0);
+    let sampled = order.gather(1, chosen.min_pair(last_kept));
+    let is_greedy = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(greedy.iter().map(|&g| g as i64).collect(), [b, 1]),
+        &device,
+    )
+    .equal_elem(1);
+    ids_to_host(sampled.mask_where(is_greedy, logits.argmax(1)))
+}
+
 /// Reads a `[B, 1]` id tensor back to the host.
 fn ids_to_host<B: Backend>(ids: Tensor<B, 2, Int>) -> Vec<u32> {
     ids.into_data()
@@ -289,6 +370,56 @@ mod tests {
             4000,
         );
         assert!((f[0] - 2.0 / 3.0).abs() < 0.03, "{f:?}");
+    }
+
+    #[test]
+    fn rows_sample_as_their_own_sampler_alone() {
+        let hot = Decoding::Sample {
+            temperature: 0.8,
+            top_p: 0.9,
+            top_k: 0,
+        };
+        let cut = Decoding::Sample {
+            temperature: 1.5,
+            top_p: 1.0,
+            top_k: 3,
+        };
+        let rows: [&[f32]; 3] = [
+            &[0.0, 0.3, 0.2, 0.9, 0.4],
+            &[1.0, 0.1, 0.7, 0.2, 0.0],
+            &[0.25, 0.2, 2.0, 0.1, 0.3],
+        ];
+        let decodings = [hot, Decoding::Greedy, cut];
+        let seeds = [11u64, 12, 13];
+        // Alone: each row with its own sampler, one row per call.
+        let alone: Vec<Vec<u32>> = (0..3)
+            .map(|k| {
+                let mut s = Sampler::new(decodings[k], seeds[k]).unwrap();
+                (0..40).map(|_| s.sample(logits(&[rows[k]]))[0]).collect()
+            })
+            .collect();
+        // Together; row 0 skips its first two steps (still in its prompt) without drawing.
+        let mut samplers: Vec<Sampler> = (0..3)
+            .map(|k| Sampler::new(decodings[k], seeds[k]).unwrap())
+            .collect();
+        let mut together = vec![Vec::new(); 3];
+        for step in 0..42 {
+            let draw = [step >= 2, step < 40, step < 40];
+            let ids = sample_rows(logits(&rows), &mut samplers, &draw);
+            for k in 0..3 {
+                if draw[k] {
+                    together[k].push(ids[k]);
+                }
+            }
+        }
+        assert_eq!(alone, together);
+        // The rows really sample (not all one id), and greedy is the argmax.
+        assert!(alone[0].iter().any(|&t| t != alone[0][0]), "{alone:?}");
+        assert!(alone[1].iter().all(|&t| t == 0));
+        assert!(
+            alone[2].iter().all(|&t| [0, 2, 4].contains(&t)),
+            "{alone:?}"
+        );
     }
 
     #[test]
