@@ -1,5 +1,6 @@
 //! End to end in headless Chromium (Debian packages `chromium` and `chromium-driver`):
-//! the page loads, an image is uploaded, a question is sent, a streamed answer appears.
+//! the page loads, an image is uploaded, a question is sent, a streamed answer appears, and
+//! the image stays shown beside the conversation.
 //! A screenshot is kept under `target/browser-e2e/chat.png`.
 //!
 //! Fails (does not skip) when Chromium or chromedriver is missing.
@@ -163,12 +164,31 @@ async fn chat_page_streams_an_answer_about_an_uploaded_image() {
             .unwrap_or_default()
             .parse()
             .unwrap_or(0);
+        // The uploaded image stays in view beside the conversation (left of the messages),
+        // and the question's bubble carries it too.
+        let preview = client.find(Locator::Id("preview")).await?;
+        let shown = preview.is_displayed().await?;
+        let (px, _, pw, ph) = preview.rectangle().await?;
+        let (mx, _, _, _) = client
+            .find(Locator::Id("messages"))
+            .await?
+            .rectangle()
+            .await?;
+        let in_bubble = client
+            .find_all(Locator::Css(".msg.user img[src^='data:image/png']"))
+            .await?
+            .len();
         let shot = client.screenshot().await?;
-        Ok::<_, fantoccini::error::CmdError>((text, chunks, shot))
+        Ok::<_, fantoccini::error::CmdError>((
+            text,
+            chunks,
+            shot,
+            (shown, px, pw, ph, mx, in_bubble),
+        ))
     }
     .await;
     let _ = client.close().await;
-    let (text, chunks, shot) = result.expect("browser steps");
+    let (text, chunks, shot, (shown, px, pw, ph, mx, in_bubble)) = result.expect("browser steps");
 
     let dir = artifact_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -183,6 +203,15 @@ async fn chat_page_streams_an_answer_about_an_uploaded_image() {
         chunks >= 1,
         "the answer should arrive as streamed chunks, got {chunks}"
     );
+    assert!(
+        shown && pw > 20.0 && ph > 10.0,
+        "the image preview is not shown ({pw}x{ph})"
+    );
+    assert!(
+        px + pw <= mx,
+        "the preview (x {px}, width {pw}) should sit left of the messages (x {mx})"
+    );
+    assert_eq!(in_bubble, 1, "the question's bubble shows the image once");
     assert!(
         shot.starts_with(&[0x89, b'P', b'N', b'G']),
         "screenshot is a PNG"
