@@ -15,7 +15,7 @@ use crate::eval_sqa::{
 };
 use crate::generator::{Generator, SamplingParams, ScriptedGenerator};
 use crate::images::load_image_file;
-use crate::load::load_generator;
+use crate::load::{load_generator_with, RouterTemperature};
 use crate::model_args::ModelArgs;
 use crate::serve::{run_blocking, ServeConfig};
 
@@ -286,8 +286,8 @@ impl SessionArgs {
         if self.fake {
             return Ok(fake_generator());
         }
-        let router_t = self.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
-        load_generator(command, &self.model, router_t)
+        let router = RouterTemperature::Demo(CHAT_ROUTER_TEMPERATURE);
+        load_generator_with(command, &self.model, router)
     }
 }
 
@@ -453,8 +453,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             };
             let items = load_items(&src)?;
             eprintln!("{} problems in split {:?}", items.len(), a.split);
-            let router_t = a.model.temperature.unwrap_or(10.0);
-            let mut generator = load_generator("eval-sqa", &a.model, router_t)?;
+            // eval.py's `--temperature` as the scripts pass it (the adapters' own if stored).
+            let router = RouterTemperature::Script(10.0);
+            let mut generator = load_generator_with("eval-sqa", &a.model, router)?;
             let settings = EvalSettings {
                 batch_size: a.max_batch_size,
                 params: a.decode.params(a.max_gen_len),
@@ -487,8 +488,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::EvalMme(a) => {
             let subtasks = discover(&a.root)?;
-            let router_t = a.model.temperature.unwrap_or(CHAT_ROUTER_TEMPERATURE);
-            let mut generator = load_generator("eval-mme", &a.model, router_t)?;
+            // eval_mme.py's `--temperature` as its script passes it (the adapters' own if stored).
+            let router = RouterTemperature::Script(CHAT_ROUTER_TEMPERATURE);
+            let mut generator = load_generator_with("eval-mme", &a.model, router)?;
             let params = a.decode.params(MME_MAX_GEN_LEN);
             let bar = progress_bar("MME");
             let report = run_mme(

@@ -11,15 +11,18 @@ use lavin_model::{LlamaAdapterType, Positions, VisualAdapterType};
 /// The flags that describe which model to load (names as the original `eval.py`, in
 /// kebab-case; each also accepts the original's spelling: `--ckpt_dir`, `--adapter_path`,
 /// `--llm_model`, `--max_seq_len`, ...).
+///
+/// The settings that shaped the adapters are optional: a flag left out takes the value stored
+/// with `--adapter` (see docs/weights.md), else the default in its help.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// LLaMA checkpoint folder (Meta layout: `params.json` + `consolidated.*.pth`; or HF layout);
     /// the original's `--ckpt_dir`.
     #[arg(long, aliases = ["llama_model_path", "ckpt_dir", "ckpt-dir"])]
     pub llama_model_path: Option<PathBuf>,
-    /// Model subfolder inside `--llama-model-path` (the original's `--llm_model`).
-    #[arg(long, alias = "llm_model", default_value = "7B")]
-    pub llm_model: String,
+    /// Model subfolder inside `--llama-model-path` (the original's `--llm_model`) [default: 7B].
+    #[arg(long, alias = "llm_model")]
+    pub llm_model: Option<String>,
     /// Add the Vicuna delta onto the Meta LLaMA as the original does (for the authors' Vicuna
     /// adapters).
     #[arg(
@@ -52,38 +55,34 @@ pub struct ModelArgs {
     /// Model preset instead of checkpoint shapes: tiny, small, llama_7b.
     #[arg(long)]
     pub preset: Option<String>,
-    /// Context length.
-    #[arg(long, alias = "max_seq_len", default_value_t = 512)]
-    pub max_seq_len: usize,
+    /// Context length [default: 512].
+    #[arg(long, alias = "max_seq_len")]
+    pub max_seq_len: Option<usize>,
     /// Number of image features; must equal the vision tower's blocks / 4 (6 for ViT-L/14),
     /// which is also the default.
     #[arg(long, alias = "n_prompt")]
     pub n_prompt: Option<usize>,
-    /// ROUTER temperature of the adapters (not the sampling temperature). Default: 10 for
-    /// ScienceQA, 5 for chat, serve and MME, as the original scripts.
+    /// ROUTER temperature of the adapters (not the sampling temperature). Default: the
+    /// adapters' own, else 10 for ScienceQA and 5 for MME as the original scripts; chat and
+    /// serve use 5 as the original demo.
     #[arg(long)]
     pub temperature: Option<f32>,
-    /// Where the LLaMA adapters sit.
-    #[arg(long, alias = "adapter_type", value_enum, default_value_t = LlamaAdapterType::Attn)]
-    pub adapter_type: LlamaAdapterType,
-    /// Adapter hidden size.
-    #[arg(long, alias = "adapter_dim", default_value_t = 8)]
-    pub adapter_dim: usize,
-    /// Adapter scale.
-    #[arg(long, alias = "adapter_scale", default_value_t = 1.0)]
-    pub adapter_scale: f32,
+    /// Where the LLaMA adapters sit [default: attn].
+    #[arg(long, alias = "adapter_type", value_enum)]
+    pub adapter_type: Option<LlamaAdapterType>,
+    /// Adapter hidden size [default: 8].
+    #[arg(long, alias = "adapter_dim")]
+    pub adapter_dim: Option<usize>,
+    /// Adapter scale [default: 1].
+    #[arg(long, alias = "adapter_scale")]
+    pub adapter_scale: Option<f32>,
     /// Hidden size of the image projection (default: 128 as the paper; the bundled tiny base's
     /// own value without --llama-model-path).
     #[arg(long, alias = "hidden_proj")]
     pub hidden_proj: Option<usize>,
-    /// Which adapters the CLIP blocks get.
-    #[arg(
-        long,
-        alias = "visual_adapter_type",
-        value_enum,
-        default_value_t = VisualAdapterType::Router
-    )]
-    pub visual_adapter_type: VisualAdapterType,
+    /// Which adapters the CLIP blocks get [default: router].
+    #[arg(long, alias = "visual_adapter_type", value_enum)]
+    pub visual_adapter_type: Option<VisualAdapterType>,
     /// Rotary positions during cached generation: `faithful` as the original's KV cache (later
     /// steps one position lower, modality token not cached; reproduces its outputs exactly),
     /// `consistent` as in training.

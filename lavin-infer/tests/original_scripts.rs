@@ -134,7 +134,7 @@ fn original_eval_command_lines_parse() {
             Some(Path::new("../data/weights/")),
             "{s}: --ckpt_dir"
         );
-        assert_eq!(m.llm_model, e.llm_model, "{s}");
+        assert_eq!(m.llm_model.as_deref(), Some(e.llm_model), "{s}");
         assert_eq!(
             m.tokenizer_path.as_deref(),
             Some(Path::new("../data/weights/tokenizer.model")),
@@ -146,12 +146,20 @@ fn original_eval_command_lines_parse() {
             Some(Path::new(&adapter)),
             "{s}: --adapter_path"
         );
-        assert_eq!(m.adapter_type, LlamaAdapterType::Attn, "{s}");
-        assert_eq!((m.adapter_dim, m.adapter_scale), (8, 1.0), "{s}");
-        assert_eq!(m.max_seq_len, 512, "{s}");
+        assert_eq!(m.adapter_type, Some(LlamaAdapterType::Attn), "{s}");
+        assert_eq!(
+            (m.adapter_dim, m.adapter_scale),
+            (Some(8), Some(1.0)),
+            "{s}"
+        );
+        assert_eq!(m.max_seq_len, Some(512), "{s}");
         assert_eq!(m.n_prompt, Some(6), "{s}");
         assert_eq!(m.temperature, Some(e.temperature), "{s}");
-        assert_eq!(m.visual_adapter_type, VisualAdapterType::Router, "{s}");
+        assert_eq!(
+            m.visual_adapter_type,
+            Some(VisualAdapterType::Router),
+            "{s}"
+        );
         assert_eq!(m.backend.bits, e.bits, "{s}");
         assert_eq!(m.use_vicuna, e.vicuna, "{s}: --use_vicuna=True");
         // Reported as ignored.
@@ -181,17 +189,17 @@ fn original_mme_command_line_parses() {
         m.llama_model_path.as_deref(),
         Some(Path::new("../data/weights/"))
     );
-    assert_eq!(m.llm_model, "7B");
+    assert_eq!(m.llm_model.as_deref(), Some("7B"));
     assert_eq!(
         m.adapter.as_deref(),
         Some(Path::new("./15-eph-pretrain.pth"))
     );
     assert_eq!(
         (m.adapter_dim, m.adapter_scale, m.n_prompt),
-        (8, 1.0, Some(6))
+        (Some(8), Some(1.0), Some(6))
     );
     assert_eq!(m.temperature, Some(5.0));
-    assert_eq!(m.visual_adapter_type, VisualAdapterType::Router);
+    assert_eq!(m.visual_adapter_type, Some(VisualAdapterType::Router));
     assert_eq!(
         ignored.names(),
         [
@@ -253,7 +261,7 @@ fn demo_flags_parse_on_serve_and_chat() {
         m.llama_model_path.as_deref(),
         Some(Path::new("../data/weights/"))
     );
-    assert_eq!(m.llm_model, "13B");
+    assert_eq!(m.llm_model.as_deref(), Some("13B"));
     assert_eq!(
         m.adapter.as_deref(),
         Some(Path::new("./15-eph-pretrain.pth"))
@@ -271,7 +279,7 @@ fn demo_flags_parse_on_serve_and_chat() {
     let Command::Chat(a) = cli.command else {
         panic!()
     };
-    assert_eq!(a.session.model.llm_model, "13B");
+    assert_eq!(a.session.model.llm_model.as_deref(), Some("13B"));
     assert_eq!(ignored.names(), ["--options"]);
 }
 
@@ -311,9 +319,9 @@ fn every_eval_py_flag_parses() {
         panic!()
     };
     assert_eq!(a.model.llama_model_path.as_deref(), Some(Path::new("../w")));
-    assert_eq!(a.model.max_seq_len, 256);
+    assert_eq!(a.model.max_seq_len, Some(256));
     assert_eq!(a.max_batch_size, 8);
-    assert_eq!(a.model.llm_model, "13B");
+    assert_eq!(a.model.llm_model.as_deref(), Some("13B"));
     assert_eq!(
         (a.decode.generation_temperature, a.decode.top_p),
         (0.0, 0.9)
@@ -323,10 +331,13 @@ fn every_eval_py_flag_parses() {
         ("val", "CQM-A")
     );
     assert!(a.use_caption && !a.model.use_vicuna);
-    assert_eq!(a.model.adapter_type, LlamaAdapterType::Block);
-    assert_eq!((a.model.adapter_dim, a.model.adapter_scale), (4, 0.5));
+    assert_eq!(a.model.adapter_type, Some(LlamaAdapterType::Block));
+    assert_eq!(
+        (a.model.adapter_dim, a.model.adapter_scale),
+        (Some(4), Some(0.5))
+    );
     assert_eq!(a.model.hidden_proj, Some(64));
-    assert_eq!(a.model.visual_adapter_type, VisualAdapterType::Normal);
+    assert_eq!(a.model.visual_adapter_type, Some(VisualAdapterType::Normal));
     assert_eq!(a.model.temperature, Some(1.0));
     assert_eq!(a.model.backend.bits, BaseBits::Eight);
     assert_eq!(ignored.names(), ["--cpu_load", "--options"]);

@@ -49,22 +49,22 @@ use burn::tensor::{DType, Device, FloatDType, Tensor, TensorMetadata, TensorPrim
 pub const DEFAULT_BLOCK: u8 = 32;
 
 /// The frozen base's width as the original's `--bits` spells it: dense, or quantized while
-/// loading (LaVIN-lite).
+/// loading (LaVIN-lite). The original's `eval.py` also spells them `16bits`, `8bits`, `4bits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BaseBits {
     /// Dense weights at the base's precision (the original's `16bit`).
     #[default]
-    #[serde(rename = "16bit")]
-    #[cfg_attr(feature = "clap", value(name = "16bit", alias = "16"))]
+    #[serde(rename = "16bit", alias = "16bits")]
+    #[cfg_attr(feature = "clap", value(name = "16bit", aliases = ["16", "16bits"]))]
     Dense,
     /// 8-bit blocks ([`Bits::Eight`]).
-    #[serde(rename = "8bit")]
-    #[cfg_attr(feature = "clap", value(name = "8bit", alias = "8"))]
+    #[serde(rename = "8bit", alias = "8bits")]
+    #[cfg_attr(feature = "clap", value(name = "8bit", aliases = ["8", "8bits"]))]
     Eight,
     /// 4-bit blocks ([`Bits::Four`]; CubeCL backends only).
-    #[serde(rename = "4bit")]
-    #[cfg_attr(feature = "clap", value(name = "4bit", alias = "4"))]
+    #[serde(rename = "4bit", alias = "4bits")]
+    #[cfg_attr(feature = "clap", value(name = "4bit", aliases = ["4", "4bits"]))]
     Four,
 }
 

@@ -431,7 +431,14 @@ pub fn run_on<B: Backend>(
         None => None,
     };
     let adapters = cfg.output_dir.join("adapters.safetensors");
-    lavin_model::weights::save_adapters(&inner, &adapters)?;
+    // The settings that shaped the adapters go into the file, so inference needs no flags.
+    let meta = lavin_model::weights::AdapterMeta::from_config(inner.config()).with_base(
+        &cfg.llm_model,
+        cfg.llama_model_path.is_none().then_some(cfg.preset.as_str()),
+        format.precision,
+        cfg.bits,
+    );
+    lavin_model::weights::save_adapters_with_meta(&inner, &adapters, &meta)?;
     let metrics = read_metrics(&cfg.output_dir.join("metrics.jsonl"))?;
     let points: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).collect();
     let finite: Vec<f64> = metrics

@@ -1,5 +1,6 @@
 //! LaVIN adapter checkpoints: the original training's `{'model': {...}, ...}` `.pth` (keys with
-//! or without `module.`), and our safetensors under the same key names.
+//! or without `module.`), and our safetensors under the same key names, with the settings that
+//! shaped them in the header's metadata ([`super::adapter_meta`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::adapter_meta::AdapterMeta;
 use super::apply::apply_source;
 use super::names::{is_trainable, original_name, PathTracker};
 use super::source::{PthSource, SafetensorsSource, TensorSource};
@@ -74,10 +76,20 @@ impl<B: Backend> ModuleVisitor<B> for AdapterCollector {
     }
 }
 
-/// Saves the adapters as safetensors under the original names (f32), atomically.
+/// Saves the adapters as safetensors under the original names (f32), atomically, with the
+/// model's adapter settings as metadata.
 pub fn save_adapters<B: Backend>(model: &Lavin<B>, path: &Path) -> Result<(), WeightsError> {
+    save_adapters_with_meta(model, path, &AdapterMeta::from_config(model.config()))
+}
+
+/// [`save_adapters`] with the given settings as metadata (a trainer adds the base it used).
+pub fn save_adapters_with_meta<B: Backend>(
+    model: &Lavin<B>,
+    path: &Path,
+    meta: &AdapterMeta,
+) -> Result<(), WeightsError> {
     let tensors = adapter_tensors(model);
-    write_safetensors(path, &tensors, &BTreeMap::new())
+    write_safetensors(path, &tensors, &meta.to_metadata())
 }
 
 /// Writes named f32 tensors to `path` through a temporary file and a rename, so a crash never
@@ -112,11 +124,39 @@ pub fn safetensors_bytes<'a>(
             .map_err(|e| format!("{name}: {e}"))?;
         views.push((name.to_string(), view));
     }
-    let meta: std::collections::HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    if metadata.is_empty() {
+        return safetensors::serialize(views, Some(Default::default())).map_err(|e| e.to_string());
+    }
+    // The crate writes `__metadata__` from a HashMap, in a different order on every call; so the
+    // same model always gives the same bytes, the metadata goes into the header sorted.
+    let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+    with_sorted_metadata(&bytes, metadata)
+}
+
+/// `bytes` (a safetensors file without metadata) with `metadata` added to its header.
+fn with_sorted_metadata(
+    bytes: &[u8],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("safetensors: no header")?;
+    let header = bytes.get(8..8 + n).ok_or("safetensors: header truncated")?;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(metadata).map_err(|e| e.to_string())?,
+    );
+    let mut text = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // The data that follows must start 8-byte aligned; spaces pad it as the format does.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes `data` to `path` so that a crash leaves either the old file or the new one: a

@@ -4,6 +4,7 @@
 //! mapper ([`apply::apply_source`]) walks the model and pulls each parameter by name, so no
 //! loader is duplicated per model size and no checkpoint is held in memory twice.
 
+pub mod adapter_meta;
 pub mod adapters;
 pub mod apply;
 pub mod clip;
@@ -17,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-pub use adapters::{load_adapters, save_adapters};
+pub use adapter_meta::{read_adapter_meta, AdapterMeta};
+pub use adapters::{load_adapters, save_adapters, save_adapters_with_meta};
 pub use host::HostTensor;
 pub use names::{is_trainable, original_name};
 pub use source::TensorSource;

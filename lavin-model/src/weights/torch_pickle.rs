@@ -83,8 +83,7 @@ enum Value {
     Int(i64),
     /// An integer too wide for i64.
     BigInt,
-    /// A float (its value is never needed).
-    Float,
+    Float(f64),
     Str(Rc<str>),
     Bytes,
     Tuple(Rc<Vec<Value>>),
@@ -93,10 +92,70 @@ enum Value {
     Global(Rc<(String, String)>),
     /// An object of a class or call this reader does not model.
     Opaque,
+    /// An instance made by NEWOBJ (or `copyreg._reconstructor`) of a class, with the state its
+    /// BUILD gave it: how `argparse.Namespace` is pickled.
+    Object(Rc<Object>),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
     /// Something that looked like a tensor but could not be understood (why).
     Bad(Rc<str>),
+}
+
+/// A pickled instance: the state BUILD set (usually its `__dict__`).
+#[derive(Debug)]
+struct Object {
+    state: RefCell<Option<Value>>,
+}
+
+impl Object {
+    fn value() -> Value {
+        Value::Object(Rc::new(Object {
+            state: RefCell::new(None),
+        }))
+    }
+}
+
+/// A plain attribute value of a pickled object (the original training's `args` flags).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickleScalar {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Anything else (a list, a nested object, ...).
+    Other,
+}
+
+impl PickleScalar {
+    fn of(v: &Value) -> Self {
+        match v {
+            Value::None => Self::None,
+            Value::Bool(b) => Self::Bool(*b),
+            Value::Int(i) => Self::Int(*i),
+            Value::Float(f) => Self::Float(*f),
+            Value::Str(s) => Self::Str(s.to_string()),
+            _ => Self::Other,
+        }
+    }
+}
+
+/// The string-keyed attributes of `v` when it is an object whose state is a dict.
+fn object_fields(v: &Value) -> Option<BTreeMap<String, PickleScalar>> {
+    let Value::Object(o) = v else { return None };
+    let state = o.state.try_borrow().ok()?;
+    let Some(Value::Dict(d)) = &*state else {
+        return None;
+    };
+    let d = d.try_borrow().ok()?;
+    Some(
+        d.iter()
+            .filter_map(|(k, v)| match k {
+                Value::Str(k) => Some((k.to_string(), PickleScalar::of(v))),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 impl Value {
@@ -362,12 +421,13 @@ impl<'a> Machine<'a> {
                     self.stack.push(v);
                 }
                 b'G' => {
-                    self.take(8)?;
-                    self.stack.push(Value::Float);
+                    let b = self.take(8)?;
+                    let v = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                    self.stack.push(Value::Float(v));
                 }
                 b'F' => {
-                    self.line()?;
-                    self.stack.push(Value::Float);
+                    let v = self.line()?.trim().parse().unwrap_or(f64::NAN);
+                    self.stack.push(Value::Float(v));
                 }
                 0x88 => self.stack.push(Value::Bool(true)),
                 0x89 => self.stack.push(Value::Bool(false)),
@@ -472,13 +532,21 @@ impl<'a> Machine<'a> {
                     self.stack.push(call(&f, &args, 0));
                 }
                 b'b' => {
-                    self.pop()?; // BUILD: state is ignored
-                    self.top()?;
+                    // BUILD: kept on objects (a Namespace's flags), ignored elsewhere.
+                    let state = self.pop()?;
+                    if let Value::Object(o) = self.top()? {
+                        if let Ok(mut s) = o.state.try_borrow_mut() {
+                            *s = Some(state);
+                        }
+                    }
                 }
                 0x81 => {
                     self.pop()?;
-                    self.pop()?;
-                    self.stack.push(Value::Opaque); // NEWOBJ
+                    let v = match self.pop()? {
+                        Value::Global(_) => Object::value(),
+                        _ => Value::Opaque,
+                    };
+                    self.stack.push(v); // NEWOBJ
                 }
                 0x92 => {
                     self.pop()?;
@@ -547,6 +615,8 @@ fn call(f: &Value, args: &Value, depth: usize) -> Value {
         {
             Value::dict()
         }
+        // Protocols 0 and 1 pickle plain instances (a Namespace) this way.
+        ("copy_reg", "_reconstructor") | ("copyreg", "_reconstructor") => Object::value(),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             rebuild_tensor(a)
         }
@@ -630,6 +700,8 @@ pub struct TorchPickleReader {
     tensors: BTreeMap<String, TensorRef>,
     /// The integer entries of a top-level dict (a training checkpoint's `epoch`).
     ints: BTreeMap<String, i64>,
+    /// The attributes of the objects of a top-level dict (a training checkpoint's `args`).
+    objects: BTreeMap<String, BTreeMap<String, PickleScalar>>,
 }
 
 impl std::fmt::Debug for TorchPickleReader {
@@ -709,6 +781,17 @@ impl TorchPickleReader {
                 .collect(),
             _ => BTreeMap::new(),
         };
+        let objects = match &root {
+            Value::Dict(d) => d
+                .borrow()
+                .iter()
+                .filter_map(|(k, v)| match k {
+                    Value::Str(k) => object_fields(v).map(|f| (k.to_string(), f)),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         let mut tensors = BTreeMap::new();
         let sub = match top_level_key {
             None => root,
@@ -740,12 +823,19 @@ impl TorchPickleReader {
             prefix,
             tensors,
             ints,
+            objects,
         })
     }
 
     /// An integer entry of the pickle's top-level dict (e.g. `epoch`), if there is one.
     pub fn top_level_int(&self, key: &str) -> Option<i64> {
         self.ints.get(key).copied()
+    }
+
+    /// The attributes of the object under a top-level key, when its state is a plain dict:
+    /// the original training checkpoint's `args` (`argparse.Namespace`) flags.
+    pub fn top_level_object(&self, key: &str) -> Option<&BTreeMap<String, PickleScalar>> {
+        self.objects.get(key)
     }
 
     pub fn path(&self) -> &Path {
@@ -843,6 +933,31 @@ mod tests {
         assert!(Machine::new(good).run().is_ok());
         for n in 0..good.len() {
             assert!(Machine::new(&good[..n]).run().is_err());
+        }
+    }
+
+    #[test]
+    fn namespace_flags_are_read_at_protocols_2_and_0() {
+        // pickle.dumps({'epoch': 3, 'args': argparse.Namespace(adapter_type='block',
+        // temperature=5.0, adapter_dim=4, use_vicuna=True, bits=None)}, protocol=2 / 0)
+        let p2: &[u8] = b"\x80\x02}q\x00(X\x05\x00\x00\x00epochq\x01K\x03X\x04\x00\x00\x00argsq\x02cargparse\nNamespace\nq\x03)\x81q\x04}q\x05(X\x0c\x00\x00\x00adapter_typeq\x06X\x05\x00\x00\x00blockq\x07X\x0b\x00\x00\x00temperatureq\x08G@\x14\x00\x00\x00\x00\x00\x00X\x0b\x00\x00\x00adapter_dimq\x09K\x04X\x0a\x00\x00\x00use_vicunaq\x0a\x88X\x04\x00\x00\x00bitsq\x0bNubu.";
+        let p0: &[u8] = b"(dp0\nVepoch\np1\nI3\nsVargs\np2\nccopy_reg\n_reconstructor\np3\n(cargparse\nNamespace\np4\nc__builtin__\nobject\np5\nNtp6\nRp7\n(dp8\nVadapter_type\np9\nVblock\np10\nsVtemperature\np11\nF5.0\nsVadapter_dim\np12\nI4\nsVuse_vicuna\np13\nI01\nsVbits\np14\nNsbs.";
+        for bytes in [p2, p0] {
+            let Value::Dict(root) = Machine::new(bytes).run().unwrap() else {
+                panic!("top level is a dict")
+            };
+            let root = root.borrow();
+            let args = root
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if &**s == "args"))
+                .map(|(_, v)| object_fields(v).expect("a Namespace with a dict state"))
+                .unwrap();
+            assert_eq!(args["adapter_type"], PickleScalar::Str("block".into()));
+            assert_eq!(args["temperature"], PickleScalar::Float(5.0));
+            assert_eq!(args["adapter_dim"], PickleScalar::Int(4));
+            assert_eq!(args["use_vicuna"], PickleScalar::Bool(true));
+            assert_eq!(args["bits"], PickleScalar::None);
+            assert_eq!(args.len(), 5);
         }
     }
 }
