@@ -434,7 +434,9 @@ pub fn run_on<B: Backend>(
     // The settings that shaped the adapters go into the file, so inference needs no flags.
     let meta = lavin_model::weights::AdapterMeta::from_config(inner.config()).with_base(
         &cfg.llm_model,
-        cfg.llama_model_path.is_none().then_some(cfg.preset.as_str()),
+        cfg.llama_model_path
+            .is_none()
+            .then_some(cfg.preset.as_str()),
         format.precision,
         cfg.bits,
     );
