@@ -105,8 +105,8 @@ impl Stream {
 /// How a run picks the next tokens.
 enum Picker<'a> {
     /// One sampler for the whole batch, drawing for every row at every step (the evaluation
-    /// commands' fixed seeding, as before batching per request existed).
-    Shared(Sampler),
+    /// commands' fixed seeding).
+    Shared(Box<Sampler>),
     /// One sampler per row, drawing only when its row samples.
     Rows(&'a mut [Sampler]),
 }
@@ -344,7 +344,7 @@ impl<B: Backend> Generator for LavinGenerator<B> {
             &refs,
             &prompts,
             &max_gen,
-            &mut Picker::Shared(sampler),
+            &mut Picker::Shared(Box::new(sampler)),
             &mut collect,
         );
         collect
