@@ -22,6 +22,7 @@ use lavin_model::quant::BaseBits;
 use lavin_model::{LlamaAdapterType, VisualAdapterType};
 
 use crate::config::{ConfigError, TrainConfig};
+use crate::distributed::Launch;
 
 /// `lavin-train`: train LaVIN's adapters (default command) or run a benchmark.
 #[derive(Debug, Parser)]
@@ -219,9 +220,13 @@ pub struct TrainArgs {
     /// Use this backends.toml instead of the embedded one.
     #[arg(long, alias = "backends_file", value_name = "FILE")]
     pub backends_file: Option<PathBuf>,
-    /// Devices, e.g. 0 or 0,1.
+    /// Devices of this node, e.g. 0 or 0,1: one data-parallel rank each.
     #[arg(long)]
     pub devices: Option<String>,
+    /// Nodes (processes, usually one per machine) training together, as torchrun's `--nnodes`
+    /// (default: $WORLD_SIZE, else 1); each runs this command with its own --node-rank.
+    #[arg(long)]
+    pub nnodes: Option<usize>,
     /// Frozen LLaMA weights: f32, fp16 (the original's) or bf16; adapters, norms and optimizer
     /// state stay f32. Default: backends.toml's train entry (cuda:fp16; ndarray is f32 only).
     #[arg(long, value_enum)]
@@ -232,10 +237,85 @@ pub struct TrainArgs {
     /// Keep the newest N checkpoints (0 = all).
     #[arg(long, alias = "keep_last")]
     pub keep_last: Option<usize>,
+    /// Where this process joins a multi-node run (not part of the config file).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub launch: LaunchArgs,
+    /// Use only the first N training problems (quick looks and tests; hidden).
+    #[arg(long, alias = "train_limit", hide = true, value_name = "N")]
+    #[serde(skip)]
+    pub train_limit: Option<usize>,
+    /// Validate on only the first N val problems (quick looks and tests; hidden).
+    #[arg(long, alias = "val_limit", hide = true, value_name = "N")]
+    #[serde(skip)]
+    pub val_limit: Option<usize>,
     /// The original's flags that mean nothing here (hidden; accepted and reported as ignored).
     #[command(flatten)]
     #[serde(skip)]
     pub original_only: OriginalOnlyFlags,
+}
+
+/// How this process joins a data-parallel run of `--nnodes` processes, with torchrun's names
+/// (and its environment variables as fallbacks). Launch settings, not training settings: they
+/// are neither read from nor written to the config file.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct LaunchArgs {
+    /// This node's rank among --nnodes; 0 hosts the rendezvous (default: $RANK, else 0).
+    #[arg(long, alias = "node_rank")]
+    pub node_rank: Option<usize>,
+    /// Host of node 0 (default: $MASTER_ADDR, else 127.0.0.1).
+    #[arg(long, alias = "master_addr", value_name = "HOST")]
+    pub master_addr: Option<String>,
+    /// Port rank 0 listens on for the other ranks (default: $MASTER_PORT, else 29500).
+    #[arg(long, alias = "master_port", value_name = "PORT")]
+    pub master_port: Option<u16>,
+    /// Seconds a rank waits for the others (rendezvous, each gradient exchange) before it stops
+    /// with an error [default: 600].
+    #[arg(long, alias = "collective_timeout", value_name = "SECS")]
+    pub collective_timeout: Option<u64>,
+}
+
+impl LaunchArgs {
+    /// The launch of a run with `nnodes` nodes: flags, else torchrun's environment variables
+    /// (`RANK`, `MASTER_ADDR`, `MASTER_PORT`), else defaults.
+    pub fn resolve(&self, nnodes: usize) -> Result<Launch, ConfigError> {
+        fn env<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ConfigError::Invalid {
+                        field: name,
+                        message: format!("environment variable {name}={v:?} is not valid"),
+                    }),
+                Err(_) => Ok(None),
+            }
+        }
+        let d = Launch::default();
+        let launch = Launch {
+            nnodes,
+            node_rank: match self.node_rank {
+                Some(r) => r,
+                None => env("RANK")?.unwrap_or(d.node_rank),
+            },
+            master_addr: match &self.master_addr {
+                Some(a) => a.clone(),
+                None => env("MASTER_ADDR")?.unwrap_or(d.master_addr),
+            },
+            master_port: match self.master_port {
+                Some(p) => p,
+                None => env("MASTER_PORT")?.unwrap_or(d.master_port),
+            },
+            timeout: self
+                .collective_timeout
+                .map_or(d.timeout, std::time::Duration::from_secs),
+        };
+        launch.validated().map_err(|e| ConfigError::Invalid {
+            field: "nnodes",
+            message: e.to_string(),
+        })
+    }
 }
 
 /// Flags of the original `train.py` that mean nothing here: accepted so that its scripts'
@@ -316,7 +396,8 @@ impl OriginalOnlyFlags {
     pub fn report(&self) -> IgnoredFlags {
         let mut r = IgnoredFlags::default();
         let data_loader = "PyTorch DataLoader setting";
-        let dist = "torch.distributed setting; use --devices";
+        let dist = "torch.distributed setting; use --nnodes, --node-rank, --master-addr, \
+                    --master-port (torchrun's) and --devices";
         r.note(
             self.data_path.is_some(),
             "--data_path",
@@ -408,6 +489,7 @@ impl TrainArgs {
             seed,
             output_dir,
             devices,
+            nnodes,
             checkpoint_every,
             keep_last
         );

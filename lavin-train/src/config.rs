@@ -88,7 +88,7 @@ pub struct TrainConfig {
     pub max_steps: Option<u64>,
     /// Linear-warmup epochs (fractional allowed).
     pub warmup_epochs: f64,
-    /// Base lr: `lr = blr * batch_size * accum_iter * devices / 256` unless `lr` is set.
+    /// Base lr: `lr = blr * batch_size * accum_iter * ranks / 256` unless `lr` is set.
     pub blr: f64,
     /// Absolute lr (overrides `blr`).
     pub lr: Option<f64>,
@@ -130,14 +130,21 @@ pub struct TrainConfig {
     pub backend: Option<BackendKind>,
     /// Override file for `backends.toml`.
     pub backends_file: Option<PathBuf>,
-    /// Devices (`0` or `0,1`).
+    /// Devices of each node (`0` or `0,1`): one data-parallel rank per device.
     pub devices: String,
+    /// Nodes (processes, usually machines) training together; ranks = nodes x devices.
+    #[serde(default = "one")]
+    pub nnodes: usize,
     /// Precision of frozen weights (`f32`, `fp16`, `bf16`); `None` = `backends.toml`.
     pub precision: Option<Precision>,
     /// Save a checkpoint every N optimizer steps (0 = only at epoch ends).
     pub checkpoint_every: usize,
     /// Keep the newest N checkpoints (0 = keep all).
     pub keep_last: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -185,6 +192,7 @@ impl TrainConfig {
             backend: None,
             backends_file: None,
             devices: "0".into(),
+            nnodes: 1,
             precision: None,
             checkpoint_every: 500,
             keep_last: 3,
@@ -217,14 +225,15 @@ impl TrainConfig {
         }
     }
 
-    /// Number of devices in `devices`.
+    /// Data-parallel ranks: `nnodes` x the devices in `devices`.
     pub fn world_size(&self) -> usize {
-        lavin_backends::parse_devices(&self.devices)
-            .map(|d| d.len())
-            .unwrap_or(1)
+        self.nnodes.max(1)
+            * lavin_backends::parse_devices(&self.devices)
+                .map(|d| d.len())
+                .unwrap_or(1)
     }
 
-    /// Effective batch: `batch_size * accum_iter * devices`.
+    /// Effective batch: `batch_size * accum_iter * ranks`.
     pub fn eff_batch_size(&self) -> usize {
         self.batch_size * self.accum_iter * self.world_size()
     }
@@ -360,6 +369,9 @@ impl TrainConfig {
             ));
         }
         lavin_backends::parse_devices(&self.devices).map_err(|e| inv("devices", e.to_string()))?;
+        if self.nnodes == 0 {
+            return Err(inv("nnodes", "must be at least 1"));
+        }
         if self.output_dir.as_os_str().is_empty() {
             return Err(inv("output_dir", "must not be empty"));
         }

@@ -3,9 +3,9 @@
 //! (plotters bitmap backend, text in an embedded font) and `summary.json`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -247,25 +247,6 @@ pub fn plot_loss_curve(
     Ok(((x0, x1), (y0, y1)))
 }
 
-/// Progress renderer: an indicatif bar with ETA and the latest metrics on a terminal; on a
-/// pipe / CI a plain line every `every` seconds (and at the end).
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: u64,
-    start: Instant,
-    start_step: u64,
-    last_print: Instant,
-    every: Duration,
-}
-
-/// One-line rendering of a step's metrics.
-pub fn format_metrics(m: &StepMetrics) -> String {
-    format!(
-        "loss {:.4} | lr {:.3e} | {:.1} samples/s | {:.0} tok/s | grad norm {:.3} | skipped {}",
-        m.loss, m.lr, m.samples_per_sec, m.tokens_per_sec, m.grad_norm, m.skipped
-    )
-}
-
 /// `1h02m03s` style.
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -275,92 +256,6 @@ pub fn format_duration(d: Duration) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{}s", s)
-    }
-}
-
-impl Progress {
-    /// A renderer for `total` optimizer steps, starting at `start_step` (resume).
-    /// `plain` forces plain lines even on a terminal.
-    pub fn new(total: u64, start_step: u64, plain: bool) -> Self {
-        let bar = (!plain && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} ETA {eta}] {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            b.set_style(style);
-            b.set_position(start_step);
-            b
-        });
-        let now = Instant::now();
-        Self {
-            bar,
-            total,
-            start: now,
-            start_step,
-            last_print: now,
-            every: Duration::from_secs(10),
-        }
-    }
-
-    /// Plain-line interval.
-    pub fn with_interval(mut self, every: Duration) -> Self {
-        self.every = every;
-        self
-    }
-
-    /// ETA from the steps done since start.
-    pub fn eta(&self, step: u64) -> Option<Duration> {
-        let done = step.saturating_sub(self.start_step);
-        if done == 0 {
-            return None;
-        }
-        let per = self.start.elapsed().as_secs_f64() / done as f64;
-        Some(Duration::from_secs_f64(
-            per * self.total.saturating_sub(step) as f64,
-        ))
-    }
-
-    /// Render a step. Returns the plain line if one was printed.
-    pub fn update(&mut self, m: &StepMetrics) -> Option<String> {
-        let msg = format_metrics(m);
-        if let Some(b) = &self.bar {
-            b.set_position(m.step);
-            b.set_message(msg);
-            return None;
-        }
-        if self.last_print.elapsed() >= self.every
-            || m.step >= self.total
-            || m.step == self.start_step + 1
-        {
-            self.last_print = Instant::now();
-            let eta = self
-                .eta(m.step)
-                .map(format_duration)
-                .unwrap_or_else(|| "?".into());
-            let line = format!(
-                "step {}/{} epoch {:.2} | {msg} | ETA {eta}",
-                m.step, self.total, m.epoch
-            );
-            eprintln!("{line}");
-            return Some(line);
-        }
-        None
-    }
-
-    /// Print a message without breaking the bar.
-    pub fn println(&self, s: &str) {
-        match &self.bar {
-            Some(b) => b.println(s),
-            None => eprintln!("{s}"),
-        }
-    }
-
-    /// Close the bar.
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish();
-        }
     }
 }
 
@@ -497,15 +392,9 @@ mod tests {
     }
 
     #[test]
-    fn plain_progress_prints_first_and_last() {
-        let mut pr = Progress::new(3, 0, true).with_interval(Duration::from_secs(3600));
-        assert!(pr.update(&m(1, 2.0)).unwrap().contains("step 1/3"));
-        assert!(pr.update(&m(2, 2.0)).is_none());
-        let last = pr.update(&m(3, 1.0)).unwrap();
-        assert!(
-            last.contains("loss 1.0000") && last.contains("ETA"),
-            "{last}"
-        );
+    fn durations_read_as_hours_minutes_seconds() {
         assert_eq!(format_duration(Duration::from_secs(3723)), "1h02m03s");
+        assert_eq!(format_duration(Duration::from_secs(61)), "1m01s");
+        assert_eq!(format_duration(Duration::from_secs(7)), "7s");
     }
 }

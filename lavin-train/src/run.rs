@@ -4,11 +4,12 @@
 //! `loss.png`, `adapters.safetensors` and `summary.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 
 use lavin_backends::{BackendArgs, BackendKind, Precision};
@@ -20,9 +21,10 @@ use lavin_model::{AdapterConfig, Lavin, LavinConfig};
 use crate::cli::TrainArgs;
 use crate::config::TrainConfig;
 use crate::data::{prompt_format, SqaSource};
+use crate::distributed::{run_ranks, Launch, Peer};
 use crate::report::{plot_loss_curve, read_metrics, Summary};
-use crate::trainer::{optimizer_for, resume_from, train, TrainState};
-use crate::validate::{evaluate, ValSet, METHOD};
+use crate::trainer::{optimizer_for, resume_from, train, Halt, TrainState};
+use crate::validate::{ValSet, METHOD};
 
 /// Output directory of the no-argument run.
 pub const DEFAULT_OUTPUT_DIR: &str = "runs/default";
@@ -56,6 +58,19 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         .as_ref()
         .and_then(|p| TrainArgs::from_toml_file(p).ok())
         .is_some_and(|f| f.output_dir.is_some());
+    let file_sets_nnodes = args
+        .config
+        .as_ref()
+        .and_then(|p| TrainArgs::from_toml_file(p).ok())
+        .is_some_and(|f| f.nnodes.is_some());
+    if args.nnodes.is_none() && !file_sets_nnodes {
+        // torchrun's variable when no flag or file says otherwise.
+        if let Ok(v) = std::env::var("WORLD_SIZE") {
+            cfg.nnodes = v.trim().parse().ok().filter(|&n| n > 0).with_context(|| {
+                format!("environment variable WORLD_SIZE={v:?} is not a node count")
+            })?;
+        }
+    }
     if args.output_dir.is_none()
         && !file_sets_output
         && cfg.llama_model_path.is_none()
@@ -215,13 +230,15 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
     // The precision actually used (a backends.toml default included) is the run's config.
     cfg.precision = Some(choice.precision);
     eprintln!("lavin-train: backend {choice}");
+    let launch = args.launch.resolve(cfg.nnodes)?;
+    crate::interrupt::install();
     let ids = lavin_backends::parse_devices(&cfg.devices)
         .map_err(|e| anyhow::anyhow!("--devices: {e}"))?;
     let cpu = |backend: BackendKind| -> anyhow::Result<()> {
         if ids != [0] {
             bail!(
-                "--devices {}: backend {backend} has one device (0); data-parallel training \
-                 runs on cuda (or wgpu with several GPUs)",
+                "--devices {}: backend {backend} has one device (0); several devices per node \
+                 run on cuda (or wgpu with several GPUs); CPU nodes train together with --nnodes",
                 cfg.devices
             );
         }
@@ -231,12 +248,12 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => {
             cpu(choice.backend)?;
-            run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &[Default::default()])
+            run_on::<burn::backend::NdArray<f32>>(&cfg, opts, &launch, &[Default::default()])
         }
         #[cfg(feature = "flex")]
         BackendKind::Flex => {
             cpu(choice.backend)?;
-            run_on::<burn::backend::Flex>(&cfg, opts, &[Default::default()])
+            run_on::<burn::backend::Flex>(&cfg, opts, &launch, &[Default::default()])
         }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
@@ -247,7 +264,7 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
             } else {
                 ids.iter().map(|&i| WgpuDevice::DiscreteGpu(i)).collect()
             };
-            run_on::<burn::backend::Wgpu>(&cfg, opts, &devices)
+            run_on::<burn::backend::Wgpu>(&cfg, opts, &launch, &devices)
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
@@ -255,7 +272,7 @@ pub fn run(args: &TrainArgs, opts: &RunOptions) -> anyhow::Result<Summary> {
                 .iter()
                 .map(|&index| burn::backend::cuda::CudaDevice { index })
                 .collect();
-            run_on::<burn::backend::Cuda>(&cfg, opts, &devices)
+            run_on::<burn::backend::Cuda>(&cfg, opts, &launch, &devices)
         }
         #[allow(unreachable_patterns)]
         other => bail!(
@@ -333,10 +350,12 @@ fn is_original_checkpoint(p: &Path) -> bool {
 
 /// The whole run on backend `B` (autodiff on top; with `gradient_checkpointing` the trainer
 /// recomputes each ViT and LLaMA block in backward, see `lavin_model::recompute`). The model is
-/// loaded on `devices[0]`; further devices get replicas for data-parallel training.
+/// loaded on `devices[0]`; with several devices or nodes each device trains a replica as one
+/// rank of the data-parallel group ([`crate::distributed`]), and rank 0 validates and reports.
 pub fn run_on<B: Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
+    launch: &Launch,
     devices: &[B::Device],
 ) -> anyhow::Result<Summary> {
     if cfg.gradient_checkpointing {
@@ -381,55 +400,132 @@ pub fn run_on<B: Backend>(
             format.precision
         );
     }
-    let mut optim = optimizer_for::<B>(cfg);
-    let (model, state, data_seed) = match &cfg.resume {
-        Some(p) => {
-            let (m, st, seed) = resume_from::<AB<B>>(p, cfg, model, &mut optim, device)
-                .with_context(|| format!("resume {}", p.display()))?;
-            let seed = if is_original_checkpoint(p) {
-                cfg.seed
-            } else {
-                seed
-            };
-            eprintln!(
-                "lavin-train: resuming from {} at epoch {}, iteration {}, step {}",
-                p.display(),
-                st.epoch,
-                st.iteration,
-                st.global_step
-            );
-            (m, st, seed)
-        }
-        None => (model, TrainState::default(), cfg.seed),
-    };
     std::fs::create_dir_all(&cfg.output_dir)
         .with_context(|| format!("output_dir {}", cfg.output_dir.display()))?;
-    let cfg_path = cfg.save(&cfg.output_dir)?;
-    eprintln!(
-        "lavin-train: config saved to {}; lr {:.3e}, {} epochs, batch {} x accum {}",
-        cfg_path.display(),
-        cfg.resolved_lr(),
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.accum_iter
-    );
+    let world = cfg.world_size();
+    if launch.node_rank == 0 {
+        let cfg_path = cfg.save(&cfg.output_dir)?;
+        eprintln!(
+            "lavin-train: config saved to {}; lr {:.3e}, {} epochs, batch {} x accum {} x {} ranks",
+            cfg_path.display(),
+            cfg.resolved_lr(),
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.accum_iter,
+            world,
+        );
+    }
+    if world > 1 {
+        eprintln!(
+            "lavin-train: node {} of {}, {} device(s) here; rank 0 at {}:{}",
+            launch.node_rank,
+            launch.nnodes,
+            devices.len(),
+            launch.master_addr,
+            launch.master_port
+        );
+    }
 
-    // ---- training + validation (timed) ----
+    // ---- training (one rank per device) + validation (rank 0), timed ----
     let t0 = Instant::now();
-    let (model, outcome) = train(
-        cfg, model, &mut optim, &train_set, state, data_seed, devices,
-    )?;
-    let inner = model.valid();
-    let val = match &val_set {
-        Some(v) => {
-            eprintln!(
-                "lavin-train: validating on {} val problems",
-                v.problems.len()
-            );
-            Some(evaluate::<B>(&inner, v, 32, device).map_err(anyhow::Error::msg)?)
-        }
-        None => None,
+    // Parameters initialise lazily, each clone on its own: draw the adapters' initial values
+    // now, from the seeded RNG, so every replica (and every node) starts from the same ones.
+    let _ = crate::params::collect_params(&model, &crate::params::lavin_trainable_name);
+    // Each device's replica, made here (the frozen base is read once); a rank takes its own.
+    let replicas: Vec<Mutex<Option<Lavin<AB<B>>>>> = devices
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            Mutex::new(Some(if k == 0 {
+                model.clone()
+            } else {
+                model.clone().fork(d)
+            }))
+        })
+        .collect();
+    drop(model);
+    let train_set = Arc::new(train_set);
+    let val_set = val_set.map(Arc::new);
+    let rank_run = |k: usize, peer: Option<Peer>, device: &B::Device| -> anyhow::Result<_> {
+        let model = replicas[k]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("one rank per replica");
+        let mut optim = optimizer_for::<B>(cfg);
+        let (model, state, data_seed) = match &cfg.resume {
+            Some(p) => {
+                let (m, st, seed) = resume_from::<AB<B>>(p, cfg, model, &mut optim, device)
+                    .with_context(|| format!("resume {}", p.display()))?;
+                let seed = if is_original_checkpoint(p) {
+                    cfg.seed
+                } else {
+                    seed
+                };
+                if peer.as_ref().is_none_or(|p| p.rank == 0) {
+                    eprintln!(
+                        "lavin-train: resuming from {} at epoch {}, iteration {}, step {}",
+                        p.display(),
+                        st.epoch,
+                        st.iteration,
+                        st.global_step
+                    );
+                }
+                (m, st, seed)
+            }
+            None => (model, TrainState::default(), cfg.seed),
+        };
+        Ok(train(
+            cfg,
+            model,
+            &mut optim,
+            train_set.clone(),
+            state,
+            data_seed,
+            device,
+            peer,
+            val_set.clone(),
+        )?)
     };
+    let (inner, outcome) = run_ranks::<B, _, anyhow::Error, _>(launch, devices, rank_run)?;
+    if outcome.rank != 0 || outcome.halt == Some(Halt::Interrupted) {
+        let (initial_loss, final_loss) = loss_ends(
+            &outcome
+                .losses
+                .iter()
+                .map(|l| l.1)
+                .filter(|l| l.is_finite())
+                .collect::<Vec<_>>(),
+        );
+        eprintln!(
+            "lavin-train: rank {} {} after step {}{}",
+            outcome.rank,
+            if outcome.halt == Some(Halt::Interrupted) {
+                "interrupted"
+            } else {
+                "done"
+            },
+            outcome.state.global_step,
+            if outcome.rank == 0 {
+                "; validation skipped"
+            } else {
+                "; rank 0 validates and reports"
+            }
+        );
+        return Ok(Summary {
+            initial_loss,
+            final_loss,
+            val_accuracy: None,
+            chance_accuracy: None,
+            val_method: None,
+            trainable_params: outcome.trainable_params,
+            steps: outcome.state.global_step,
+            skipped: outcome.state.skipped,
+            wall_seconds: t0.elapsed().as_secs_f64(),
+            samples_per_second: outcome.samples as f64 / outcome.train_seconds.max(1e-9),
+        });
+    }
+    let val = outcome.val;
     let adapters = cfg.output_dir.join("adapters.safetensors");
     // The settings that shaped the adapters go into the file, so inference needs no flags.
     let meta = lavin_model::weights::AdapterMeta::from_config(inner.config()).with_base(

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{activation::log_softmax, Int, Tensor};
 
 use lavin_data::{ScienceQa, SqaItem, Tokenizer};
-use lavin_model::{Lavin, LavinConfig};
+use lavin_model::{Lavin, LavinBatch, LavinConfig};
 
 use crate::data::{Row, SqaSource};
 
@@ -86,6 +86,12 @@ pub fn score_rows<B: Backend>(
     device: &B::Device,
 ) -> Result<Vec<f32>, String> {
     let (batch, _) = src.make_batch::<B>(rows, device)?;
+    Ok(answer_scores(model, batch))
+}
+
+/// Sum of the answer tokens' log-probabilities of each row of `batch` (the tokens the loss
+/// trains on).
+pub fn answer_scores<B: Backend>(model: &Lavin<B>, batch: LavinBatch<B>) -> Vec<f32> {
     let out = model.forward_train(batch);
     let [b, l, _] = out.logits.dims();
     let logp = log_softmax(out.logits, 2);
@@ -96,7 +102,7 @@ pub fn score_rows<B: Backend>(
     sums.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))
+        .expect("f32 data converts to f32")
 }
 
 /// Accuracy of `model` on `set`, `rows_per_forward` option rows per forward.

@@ -18,7 +18,7 @@ use lavin_train::trainer::{optimizer_for, resume_from, train, TrainState};
 fn resume_is_exact(dropout: f64, gradient_checkpointing: bool) {
     let dev = Default::default();
     let c = fixture(dropout);
-    let data = Repeat::new(&c, 4);
+    let data = std::sync::Arc::new(Repeat::new(&c, 4));
     let d = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         batch_size: 1,
@@ -39,10 +39,12 @@ fn resume_is_exact(dropout: f64, gradient_checkpointing: bool) {
         &cfg,
         model,
         &mut opt,
-        &data,
+        data.clone(),
         TrainState::default(),
         7,
-        &[dev],
+        &dev,
+        None,
+        None,
     )
     .unwrap();
     assert_eq!(out_a.state.global_step, 4);
@@ -67,7 +69,8 @@ fn resume_is_exact(dropout: f64, gradient_checkpointing: bool) {
     let fresh = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
     let (model, st, seed) = resume_from(&cks[0].1, &cfg_b, fresh, &mut opt_b, &dev).unwrap();
     assert_eq!((st.epoch, st.iteration, st.global_step, seed), (0, 2, 1, 7));
-    let (model_b, out_b) = train(&cfg_b, model, &mut opt_b, &data, st, seed, &[dev]).unwrap();
+    let (model_b, out_b) =
+        train(&cfg_b, model, &mut opt_b, data, st, seed, &dev, None, None).unwrap();
     assert_eq!(out_b.state, out_a.state);
     assert_eq!(
         out_b.losses,
