@@ -202,7 +202,13 @@ impl<B: Backend> LavinGenerator<B> {
             ),
             &self.device,
         );
-        let (_, image_embeds, _) = self.model.encode_images(self.images(requests));
+        // A batch without images skips the vision tower: `embed_buffer` takes image rows only
+        // where the indicator is 1, so zeros in their place change nothing.
+        let image_embeds = if requests.iter().any(|r| r.image.is_some()) {
+            self.model.encode_images(self.images(requests)).1
+        } else {
+            Tensor::zeros([b, cfg.n_feats(), cfg.llama.dim], &self.device)
+        };
         let embeds = self
             .model
             .embed_buffer(buffer, image_embeds, indicators.clone());
