@@ -49,7 +49,6 @@ pub struct StepMetric {
     what: StepValue,
     name: MetricName,
     state: NumericMetricState,
-    last: Option<Instant>,
 }
 
 impl StepMetric {
@@ -64,7 +63,6 @@ impl StepMetric {
             what,
             name: Arc::new(name.into()),
             state: NumericMetricState::new(),
-            last: None,
         }
     }
 }
@@ -85,17 +83,11 @@ impl Metric for StepMetric {
     }
 
     fn update(&mut self, item: &StepOutput, _meta: &MetricMetadata) -> SerializedEntry {
-        let now = Instant::now();
         let value = match self.what {
             StepValue::Loss => item.loss,
             StepValue::GradNorm => item.grad_norm.unwrap_or(f64::NAN),
-            // Time since the previous step's event: the step's wall time, data included.
-            StepValue::TokensPerSecond => match self.last {
-                Some(t) => item.stats.tokens as f64 / (now - t).as_secs_f64().max(1e-9),
-                None => f64::NAN,
-            },
+            StepValue::TokensPerSecond => item.stats.tokens as f64 / item.seconds.max(1e-9),
         };
-        self.last = Some(now);
         let (precision, unit) = match self.what {
             StepValue::TokensPerSecond => (0, Some("tok/s")),
             _ => (4, None),
@@ -109,7 +101,6 @@ impl Metric for StepMetric {
 
     fn clear(&mut self) {
         self.state.reset();
-        self.last = None;
     }
 }
 
@@ -178,6 +169,20 @@ impl Numeric for AccuracyMetric {
     }
 }
 
+/// A value in 4 significant figures (whole numbers above 1000).
+fn short(v: f64) -> String {
+    let a = v.abs();
+    if !v.is_finite() || a == 0.0 {
+        format!("{v}")
+    } else if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 1e-3 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 /// burn-train's renderer for LaVIN runs: on a terminal a progress bar with ETA and the latest
 /// values; elsewhere (logs, CI) plain lines: the first step, one line every `every`, and the
 /// last step. (burn-train's own terminal renderer needs its `tui` feature and draws a full-
@@ -218,13 +223,17 @@ impl LineRenderer {
     }
 
     fn remember(&mut self, state: MetricState, prefix: &str) {
-        let entry = match state {
-            MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
+        let (entry, value) = match state {
+            MetricState::Generic(e) => {
+                let text = e.serialized_entry.formatted.clone();
+                (e, text)
+            }
+            MetricState::Numeric(e, v) => (e, short(v.current())),
         };
         let id = format!("{:?}", entry.metric_id);
         let name = self.names.get(&id).cloned().unwrap_or(id);
-        self.latest
-            .insert(format!("{prefix}{name}"), entry.serialized_entry.formatted);
+        let key = format!("{prefix}{name}");
+        self.latest.insert(key.clone(), format!("{key} {value}"));
     }
 
     fn values(&self) -> String {

@@ -48,6 +48,8 @@ pub struct StepOutput {
     /// Global gradient norm of the optimizer step this micro-batch closed (set by the
     /// strategy on the window's last micro-batch; `None` otherwise).
     pub grad_norm: Option<f64>,
+    /// Wall seconds of the optimizer step (set with `grad_norm`).
+    pub seconds: f64,
 }
 
 impl ItemLazy for StepOutput {
@@ -80,6 +82,7 @@ where
                 stats: item.stats,
                 skipped,
                 grad_norm: None,
+                seconds: f64::NAN,
             },
         }
     }

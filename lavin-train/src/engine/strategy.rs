@@ -249,6 +249,7 @@ where
                             },
                             skipped: false,
                             grad_norm: Some(norm),
+                            seconds: secs,
                         },
                         batches.progress(),
                         Progress::new(state.global_step as usize, total_steps),
