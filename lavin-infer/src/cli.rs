@@ -488,8 +488,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::EvalMme(a) => {
             let subtasks = discover(&a.root)?;
-            // eval_mme.py's `--temperature` as its script passes it (the adapters' own if stored).
-            let router = RouterTemperature::Script(CHAT_ROUTER_TEMPERATURE);
+            // The original evaluates MME at router temperature 5 whatever the adapters were
+            // trained with (its script passes `--temperature 5.`): kept, and said once when the
+            // adapters store another.
+            let router = RouterTemperature::Demo(CHAT_ROUTER_TEMPERATURE);
             let mut generator = load_generator_with("eval-mme", &a.model, router)?;
             let params = a.decode.params(MME_MAX_GEN_LEN);
             let bar = progress_bar("MME");

@@ -27,13 +27,13 @@ pub const DEFAULT_MAX_SEQ_LEN: usize = 512;
 /// Where the router temperature comes from when `--temperature` is not given.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RouterTemperature {
-    /// The original scripts' flag (10 for `eval.py`, 5 for `eval_mme.py`): used when the
-    /// adapter file stores no temperature; a file's value is used otherwise, and an explicit
-    /// `--temperature` must agree with it.
+    /// The original script's flag (10 for `eval.py`): used when the adapter file stores no
+    /// temperature; a file's value is used otherwise, and an explicit `--temperature` must
+    /// agree with it.
     Script(f32),
-    /// The original demo sets this value whatever the adapters were trained with (chat,
-    /// serve): kept unless `--temperature` says otherwise, and said once on stderr when it
-    /// differs from the adapters' own.
+    /// The original sets this value whatever the adapters were trained with (the demo for
+    /// chat and serve, `eval_mme.py`'s script for MME): kept unless `--temperature` says
+    /// otherwise, and said once on stderr when it differs from the adapters' own.
     Demo(f32),
 }
 
