@@ -1,11 +1,19 @@
-//! Adapter-only checkpoints: adapters + AdamW moments + progress counters + resolved config.
+//! Checkpoints: adapters, AdamW moments and the run's position, written by burn-train's
+//! checkpointer.
 //!
-//! Format: one safetensors file `checkpoint-step<NNNNNNNN>.safetensors` holding f32 tensors
-//! `model.<name>`, `exp_avg.<name>`, `exp_avg_sq.<name>` (original PyTorch names, e.g.
-//! `model.layers.0.adapter_attn.conv_A.weight`) and, in the header's `__metadata__` under the key
-//! `lavin`, a JSON [`CheckpointMeta`]. Written atomically (temp file in the same directory, fsync,
-//! rename); [`prune`] keeps the newest N. The `model.*` tensors alone are an adapter export any
-//! safetensors reader understands.
+//! After optimizer step N the learner's three records go to
+//! `<output-dir>/checkpoint/{model,optim,scheduler}-N.mpk` (burn-train's `FileCheckpointer`,
+//! MessagePack with named fields). They hold what LaVIN trains and nothing of the frozen base:
+//! - `model` ([`AdapterRecord`], the record of [`crate::engine::model::Trainee`]): the adapter
+//!   tensors under their original names (`layers.0.adapter_attn.conv_A.weight`, ...);
+//! - `optim` ([`MomentsRecord`]): AdamW's moments and per-parameter step counts, same names;
+//! - `scheduler` (a JSON [`CheckpointMeta`]): where the run is (epoch, micro-batch, optimizer
+//!   steps, data seed) and its resolved configuration; the schedule's position follows from it.
+//!
+//! Each file is written under a hidden name and renamed once complete ([`CheckpointRecorder`]),
+//! so a killed run leaves no half-written file; a checkpoint counts once its three files exist
+//! ([`list`]). Which checkpoints stay is decided by burn-train `CheckpointingStrategy`s
+//! ([`crate::engine::policies`]).
 //!
 //! An original LaVIN checkpoint (`checkpoint-N.pth`: `{'model', 'optimizer', 'epoch', 'scaler',
 //! 'args'}`) is accepted as a resume source by [`load_original`]: adapters + epoch, no moments
@@ -14,22 +22,33 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use burn::module::Module;
+use burn::record::{
+    FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Record, Recorder, RecorderError,
+};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use burn::train::checkpoint::{Checkpointer, FileCheckpointer};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::io::{self, HostTensor, IoError};
+use crate::optim::{AdamW, ParamNaming};
+use crate::params::visit_named;
 
-/// Header metadata key holding the JSON [`CheckpointMeta`].
-pub const META_KEY: &str = "lavin";
+/// Folder of the checkpoints inside the output directory (burn-train's choice).
+pub const DIR: &str = "checkpoint";
 /// Format tag stored in [`CheckpointMeta::format`].
-pub const FORMAT: &str = "lavin-train-checkpoint/1";
+pub const FORMAT: &str = "lavin-train-checkpoint/2";
+/// The three records of a checkpoint, as burn-train's checkpointer names their files.
+pub const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
 /// Errors loading or saving checkpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// File-level failure (missing, unreadable, not safetensors / not a PyTorch file).
+    /// File-level failure (missing, unreadable, not a PyTorch file).
     #[error(transparent)]
     Io(#[from] IoError),
-    /// The safetensors file has no `lavin` metadata or it does not parse.
+    /// Not a lavin-train checkpoint, or one that does not parse.
     #[error("{path}: not a lavin-train checkpoint: {reason}")]
     Meta {
         /// File.
@@ -79,7 +98,7 @@ pub enum CheckpointError {
     },
 }
 
-/// Progress and configuration stored with a checkpoint.
+/// Progress and configuration stored with a checkpoint (its `scheduler` record, as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Always [`FORMAT`].
@@ -96,7 +115,9 @@ pub struct CheckpointMeta {
     pub skipped: u64,
     /// Seed of the data order (epoch `e` shuffles with a generator derived from it and `e`).
     pub data_seed: u64,
-    /// Per-parameter AdamW step counts (torch's `state[p]['step']`).
+    /// Per-parameter AdamW step counts (torch's `state[p]['step']`; stored in the `optim`
+    /// record, gathered here when a checkpoint is read).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adam_steps: BTreeMap<String, u64>,
     /// The resolved training configuration (JSON of the trainer's config).
     pub config: serde_json::Value,
@@ -118,130 +139,400 @@ pub struct Checkpoint {
     pub exp_avg_sq: BTreeMap<String, HostTensor>,
 }
 
-/// File name of the checkpoint after `global_step` optimizer steps.
-pub fn file_name(global_step: u64) -> String {
-    format!("checkpoint-step{global_step:08}.safetensors")
+/// One named tensor of a record, stored flat with its shape.
+#[derive(Record, Debug, Clone)]
+pub struct NamedTensor<B: Backend> {
+    /// Original parameter name.
+    pub name: String,
+    /// Shape of the parameter.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Tensor<B, 1>,
 }
 
-fn step_of(name: &str) -> Option<u64> {
-    name.strip_prefix("checkpoint-step")?
-        .strip_suffix(".safetensors")?
-        .parse()
-        .ok()
+/// The model record of a LaVIN run: its adapters only.
+#[derive(Record, Debug, Clone)]
+pub struct AdapterRecord<B: Backend> {
+    /// Adapter tensors, sorted by name.
+    pub adapters: Vec<NamedTensor<B>>,
 }
 
-/// lavin-train checkpoints in `dir`, oldest first (by step).
-pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+/// AdamW's state of one parameter.
+#[derive(Record, Debug, Clone)]
+pub struct MomentRecord<B: Backend> {
+    /// Original parameter name.
+    pub name: String,
+    /// Updates applied (torch's per-parameter `step`).
+    pub step: u64,
+    /// First moment (flat, with the parameter's shape).
+    pub exp_avg: NamedTensor<B>,
+    /// Second moment.
+    pub exp_avg_sq: NamedTensor<B>,
+}
+
+/// The optimizer record of a LaVIN run: moments by original name.
+#[derive(Record, Debug, Clone)]
+pub struct MomentsRecord<B: Backend> {
+    /// One entry per parameter that has been updated, sorted by name.
+    pub moments: Vec<MomentRecord<B>>,
+}
+
+fn named<B: Backend>(name: &str, shape: Vec<usize>, values: Tensor<B, 1>) -> NamedTensor<B> {
+    NamedTensor {
+        name: name.to_string(),
+        shape,
+        values,
+    }
+}
+
+impl<B: Backend> NamedTensor<B> {
+    fn into_host(self) -> HostTensor {
+        HostTensor {
+            shape: self.shape,
+            data: self
+                .values
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn from_host(name: &str, h: &HostTensor, device: &B::Device) -> Self {
+        let n = h.data.len();
+        named(
+            name,
+            h.shape.clone(),
+            Tensor::from_data(TensorData::new(h.data.clone(), [n]), device),
+        )
+    }
+}
+
+impl<B: Backend> AdapterRecord<B> {
+    /// The named parameters of `module` (those `naming` names), flattened, still on the device.
+    pub fn of<M: Module<B>, N: ParamNaming>(module: &M, naming: &N) -> Self {
+        let mut adapters = Vec::new();
+        visit_named(module, naming, |name, shape, values| {
+            adapters.push(named(&name, shape, values))
+        });
+        adapters.sort_by(|a, b| a.name.cmp(&b.name));
+        Self { adapters }
+    }
+
+    /// The adapters on the host, by name.
+    pub fn into_host(self) -> BTreeMap<String, HostTensor> {
+        self.adapters
+            .into_iter()
+            .map(|t| (t.name.clone(), t.into_host()))
+            .collect()
+    }
+
+    /// A record of host tensors.
+    pub fn from_host(map: &BTreeMap<String, HostTensor>, device: &B::Device) -> Self {
+        Self {
+            adapters: map
+                .iter()
+                .map(|(k, h)| NamedTensor::from_host(k, h, device))
+                .collect(),
+        }
+    }
+}
+
+impl<B: Backend> MomentsRecord<B> {
+    /// The moments of `adam` (kept on the inner backend) as a record of the autodiff backend.
+    pub fn of<AB: AutodiffBackend<InnerBackend = B>>(adam: &AdamW<B>) -> MomentsRecord<AB> {
+        MomentsRecord {
+            moments: adam
+                .states()
+                .iter()
+                .map(|(name, st)| MomentRecord {
+                    name: name.clone(),
+                    step: st.step,
+                    exp_avg: named(
+                        name,
+                        st.shape.clone(),
+                        Tensor::from_inner(st.exp_avg.clone()),
+                    ),
+                    exp_avg_sq: named(
+                        name,
+                        st.shape.clone(),
+                        Tensor::from_inner(st.exp_avg_sq.clone()),
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    /// `(exp_avg, exp_avg_sq, steps)` on the host, by name.
+    #[allow(clippy::type_complexity)]
+    pub fn into_host(
+        self,
+    ) -> (
+        BTreeMap<String, HostTensor>,
+        BTreeMap<String, HostTensor>,
+        BTreeMap<String, u64>,
+    ) {
+        let (mut m, mut v, mut s) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for r in self.moments {
+            s.insert(r.name.clone(), r.step);
+            m.insert(r.name.clone(), r.exp_avg.into_host());
+            v.insert(r.name, r.exp_avg_sq.into_host());
+        }
+        (m, v, s)
+    }
+
+    /// A record of host moments.
+    pub fn from_host(
+        exp_avg: &BTreeMap<String, HostTensor>,
+        exp_avg_sq: &BTreeMap<String, HostTensor>,
+        steps: &BTreeMap<String, u64>,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            moments: exp_avg
+                .iter()
+                .filter_map(|(k, a)| {
+                    let b = exp_avg_sq.get(k)?;
+                    Some(MomentRecord {
+                        name: k.clone(),
+                        step: steps.get(k).copied().unwrap_or(0),
+                        exp_avg: NamedTensor::from_host(k, a, device),
+                        exp_avg_sq: NamedTensor::from_host(k, b, device),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// burn's named MessagePack recorder (f32), writing each file under a hidden name first and
+/// renaming it once complete and synced.
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointRecorder(NamedMpkFileRecorder<FullPrecisionSettings>);
+
+impl<B: Backend> Recorder<B> for CheckpointRecorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
+        let ext = <Self as FileRecorder<B>>::file_extension();
+        let target = file.with_extension(ext);
+        let stem = target.file_stem().unwrap_or_default().to_string_lossy();
+        // The inner recorder sets the extension itself: `.model-8.partial` -> `.model-8.mpk`.
+        let hidden = target.with_file_name(format!(".{stem}.partial"));
+        let named = |e| RecorderError::Unknown(format!("{}: {e:?}", target.display()));
+        Recorder::<B>::save_item(&self.0, item, hidden.clone()).map_err(named)?;
+        let written = hidden.with_extension(ext);
+        let err = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", target.display()));
+        std::fs::File::open(&written)
+            .and_then(|f| f.sync_all())
+            .map_err(err)?;
+        std::fs::rename(&written, &target).map_err(err)
+    }
+
+    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        Recorder::<B>::load_item(&self.0, file)
+    }
+}
+
+impl<B: Backend> FileRecorder<B> for CheckpointRecorder {
+    fn file_extension() -> &'static str {
+        "mpk"
+    }
+}
+
+/// The checkpoint folder of an output directory.
+pub fn dir_of(output_dir: &Path) -> PathBuf {
+    output_dir.join(DIR)
+}
+
+/// The files of the checkpoint after `step` optimizer steps in checkpoint folder `dir`:
+/// model, optim, scheduler.
+pub fn files(dir: &Path, step: u64) -> [PathBuf; 3] {
+    PARTS.map(|p| dir.join(format!("{p}-{step}.mpk")))
+}
+
+/// The model file of the checkpoint after `step` steps of the run writing to `output_dir`
+/// (what `--resume` takes).
+pub fn path(output_dir: &Path, step: u64) -> PathBuf {
+    let [model, ..] = files(&dir_of(output_dir), step);
+    model
+}
+
+/// `(part, step)` of a checkpoint file name (`model-12.mpk` -> `("model", 12)`).
+fn parse_name(name: &str) -> Option<(&str, u64)> {
+    let (part, step) = name.strip_suffix(".mpk")?.rsplit_once('-')?;
+    PARTS
+        .contains(&part)
+        .then_some(())
+        .and_then(|_| Some((part, step.parse().ok()?)))
+}
+
+/// Complete checkpoints (all three files present) under `path` (an output directory or its
+/// checkpoint folder), oldest first: `(step, model file)`.
+pub fn list(path: &Path) -> Vec<(u64, PathBuf)> {
+    let dir = if path.join(DIR).is_dir() {
+        path.join(DIR)
+    } else {
+        path.to_path_buf()
+    };
+    let mut steps: Vec<u64> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            step_of(&n).map(|s| (s, e.path()))
-        })
+        .filter_map(|e| parse_name(&e.file_name().to_string_lossy()).map(|(_, s)| s))
         .collect();
-    v.sort();
-    v
+    steps.sort_unstable();
+    steps.dedup();
+    steps
+        .into_iter()
+        .filter(|&s| files(&dir, s).iter().all(|f| f.is_file()))
+        .map(|s| (s, files(&dir, s)[0].clone()))
+        .collect()
 }
 
-/// The newest checkpoint in `dir`, if any.
-pub fn latest(dir: &Path) -> Option<PathBuf> {
-    list(dir).pop().map(|(_, p)| p)
+/// The newest complete checkpoint under `path`, if any.
+pub fn latest(path: &Path) -> Option<PathBuf> {
+    list(path).pop().map(|(_, p)| p)
 }
 
-/// Delete all but the newest `keep` checkpoints of `dir` (`keep == 0` keeps all). Returns the
-/// deleted paths.
-pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, IoError> {
-    if keep == 0 {
-        return Ok(Vec::new());
-    }
-    let all = list(dir);
-    let n = all.len().saturating_sub(keep);
-    let mut out = Vec::new();
-    for (_, p) in all.into_iter().take(n) {
-        std::fs::remove_file(&p).map_err(|source| IoError::Io {
-            path: p.clone(),
-            source,
+/// The checkpoint a `--resume` path names: one of its three files, or a folder (an output
+/// directory or its checkpoint folder: the newest complete checkpoint there).
+pub fn locate(path: &Path) -> Result<(PathBuf, u64), CheckpointError> {
+    let meta = |reason: String| CheckpointError::Meta {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.is_dir() {
+        let model = latest(path).ok_or_else(|| {
+            meta(format!(
+                "no complete checkpoint here or in its `{DIR}` folder (`model-N.mpk`, \
+                 `optim-N.mpk` and `scheduler-N.mpk`)"
+            ))
         })?;
-        out.push(p);
+        return locate(&model);
     }
-    Ok(out)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let Some((_, step)) = parse_name(&name) else {
+        if !path.exists() {
+            return Err(IoError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }
+            .into());
+        }
+        return Err(meta(
+            "expected a checkpoint file (`model-N.mpk`, `optim-N.mpk` or `scheduler-N.mpk` \
+             of a checkpoint folder), a checkpoint folder, or an original `checkpoint-N.pth`"
+                .into(),
+        ));
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for f in files(&dir, step) {
+        if !f.is_file() {
+            return Err(meta(format!(
+                "checkpoint {step} is incomplete: {} is missing",
+                f.display()
+            )));
+        }
+    }
+    Ok((dir, step))
+}
+
+/// Read one record of a checkpoint.
+fn read_record<B: Backend, R: Record<B>>(
+    file: &Path,
+    device: &B::Device,
+) -> Result<R, CheckpointError> {
+    Recorder::<B>::load(&CheckpointRecorder::default(), file.to_path_buf(), device).map_err(|e| {
+        CheckpointError::Meta {
+            path: file.to_path_buf(),
+            reason: format!("cannot read it as a lavin-train checkpoint record: {e}"),
+        }
+    })
 }
 
 impl Checkpoint {
-    /// Serialize to safetensors bytes.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        let mut t = BTreeMap::new();
-        for (prefix, map) in [
-            ("model", &self.model),
-            ("exp_avg", &self.exp_avg),
-            ("exp_avg_sq", &self.exp_avg_sq),
-        ] {
-            for (k, v) in map {
-                t.insert(format!("{prefix}.{k}"), v.clone());
-            }
-        }
-        let meta = serde_json::to_string(&self.meta).map_err(|e| e.to_string())?;
-        let mut m = BTreeMap::new();
-        m.insert(META_KEY.to_string(), meta);
-        io::to_safetensors(&t, m)
-    }
-
-    /// Write atomically to `dir/checkpoint-step<N>.safetensors` and prune to `keep_last`
-    /// (0 = keep all). Returns the path written.
-    pub fn save(&self, dir: &Path, keep_last: usize) -> Result<PathBuf, CheckpointError> {
-        let path = dir.join(file_name(self.meta.global_step));
-        let bytes = self
-            .to_bytes()
-            .map_err(|reason| CheckpointError::Serialize {
-                path: path.clone(),
-                reason,
-            })?;
-        io::atomic_write(&path, &bytes)?;
-        prune(dir, keep_last)?;
-        Ok(path)
-    }
-
-    /// Read a lavin-train checkpoint (a `.pth` is delegated to [`load_original`]).
-    pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+    /// Read a checkpoint: a lavin-train one ([`locate`] resolves the path; tensors pass through
+    /// `device` of backend `B`), or an original `.pth` ([`load_original`]).
+    pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Self, CheckpointError> {
         if path.extension().is_some_and(|e| e == "pth" || e == "pt") {
             return load_original(path);
         }
-        let (tensors, metadata) = io::read_safetensors(path)?;
+        let (dir, step) = locate(path)?;
+        let [model, optim, scheduler] = files(&dir, step);
+        let json: String = read_record::<B, String>(&scheduler, device)?;
         let meta_err = |reason: String| CheckpointError::Meta {
-            path: path.to_path_buf(),
+            path: scheduler.clone(),
             reason,
         };
-        let json = metadata.get(META_KEY).ok_or_else(|| {
-            meta_err(format!("no `{META_KEY}` entry in the safetensors metadata"))
-        })?;
-        let meta: CheckpointMeta =
-            serde_json::from_str(json).map_err(|e| meta_err(format!("metadata JSON: {e}")))?;
+        let mut meta: CheckpointMeta =
+            serde_json::from_str(&json).map_err(|e| meta_err(format!("metadata JSON: {e}")))?;
         if meta.format != FORMAT {
             return Err(meta_err(format!(
                 "format `{}`, expected `{FORMAT}`",
                 meta.format
             )));
         }
-        let mut ck = Checkpoint {
+        let adapters = read_record::<B, AdapterRecord<B>>(&model, device)?.into_host();
+        let (exp_avg, exp_avg_sq, steps) =
+            read_record::<B, MomentsRecord<B>>(&optim, device)?.into_host();
+        meta.adam_steps = steps;
+        let ck = Checkpoint {
             meta,
-            model: BTreeMap::new(),
-            exp_avg: BTreeMap::new(),
-            exp_avg_sq: BTreeMap::new(),
+            model: adapters,
+            exp_avg,
+            exp_avg_sq,
         };
-        for (k, v) in tensors {
-            let (prefix, name) = k.split_once('.').unwrap_or((k.as_str(), ""));
-            let map = match prefix {
-                "model" => &mut ck.model,
-                "exp_avg" => &mut ck.exp_avg,
-                "exp_avg_sq" => &mut ck.exp_avg_sq,
-                _ => return Err(meta_err(format!("unexpected tensor `{k}`"))),
-            };
-            map.insert(name.to_string(), v);
-        }
-        ck.check_moments(path)?;
+        ck.check_moments(&optim)?;
         Ok(ck)
+    }
+
+    /// Write this checkpoint into checkpoint folder `dir` with burn-train's file checkpointer
+    /// (as a run does; for conversions and tests). Returns the model file.
+    pub fn save<B: Backend>(
+        &self,
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<PathBuf, CheckpointError> {
+        let step = self.meta.global_step as usize;
+        let ck = |part| FileCheckpointer::new(CheckpointRecorder::default(), dir, part);
+        let err = |part: &str, e: burn::train::checkpoint::CheckpointerError| {
+            CheckpointError::Serialize {
+                path: files(dir, step as u64)[PARTS.iter().position(|p| *p == part).unwrap_or(0)]
+                    .clone(),
+                reason: e.to_string(),
+            }
+        };
+        let meta = serde_json::to_string(&CheckpointMeta {
+            adam_steps: BTreeMap::new(),
+            ..self.meta.clone()
+        })
+        .map_err(|e| {
+            err(
+                "scheduler",
+                burn::train::checkpoint::CheckpointerError::Unknown(e.to_string()),
+            )
+        })?;
+        Checkpointer::<AdapterRecord<B>, B>::save(
+            &ck("model"),
+            step,
+            AdapterRecord::from_host(&self.model, device),
+        )
+        .map_err(|e| err("model", e))?;
+        let moments = MomentsRecord::<B>::from_host(
+            &self.exp_avg,
+            &self.exp_avg_sq,
+            &self.meta.adam_steps,
+            device,
+        );
+        Checkpointer::<MomentsRecord<B>, B>::save(&ck("optim"), step, moments)
+            .map_err(|e| err("optim", e))?;
+        Checkpointer::<String, B>::save(&ck("scheduler"), step, meta)
+            .map_err(|e| err("scheduler", e))?;
+        Ok(files(dir, step as u64)[0].clone())
     }
 
     /// Whether the checkpoint carries optimizer moments.

@@ -208,7 +208,8 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Resume from a checkpoint (.safetensors of lavin-train, or an original checkpoint-N.pth).
+    /// Resume from a checkpoint: a file of one (`<output-dir>/checkpoint/model-N.mpk`), a run's
+    /// output directory (its newest checkpoint), or an original checkpoint-N.pth.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
     /// Output directory.
@@ -220,6 +221,13 @@ pub struct TrainArgs {
     /// Use this backends.toml instead of the embedded one.
     #[arg(long, alias = "backends_file", value_name = "FILE")]
     pub backends_file: Option<PathBuf>,
+    /// Plain progress lines instead of burn-train's dashboard (shown when stdout and stderr are
+    /// terminals).
+    // Parsed: `Some(false)` with the flag, `Some(true)` without; a `TrainArgs` built in code
+    // leaves it `None` (plain lines).
+    #[arg(long = "no-tui", alias = "no_tui", action = clap::ArgAction::SetFalse)]
+    #[serde(skip)]
+    pub tui: Option<bool>,
     /// Devices of this node, e.g. 0 or 0,1: one data-parallel rank each.
     #[arg(long)]
     pub devices: Option<String>,
@@ -234,9 +242,16 @@ pub struct TrainArgs {
     /// Checkpoint every N optimizer steps (0 = epoch ends only).
     #[arg(long, alias = "checkpoint_every")]
     pub checkpoint_every: Option<usize>,
-    /// Keep the newest N checkpoints (0 = all).
+    /// Keep the newest N checkpoints (0 = all); with --validate-every-epoch also the best.
     #[arg(long, alias = "keep_last")]
     pub keep_last: Option<usize>,
+    /// Validate after every epoch (the original validates once, at the end).
+    #[arg(long, alias = "validate_every_epoch", num_args = 0..=1, default_missing_value = "true")]
+    pub validate_every_epoch: Option<bool>,
+    /// Stop when the validation accuracy has not improved for N epochs (needs
+    /// --validate-every-epoch).
+    #[arg(long, alias = "early_stopping", value_name = "N")]
+    pub early_stopping: Option<usize>,
     /// Where this process joins a multi-node run (not part of the config file).
     #[command(flatten)]
     #[serde(skip)]
@@ -486,12 +501,14 @@ impl TrainArgs {
             drop_path,
             bits,
             gradient_checkpointing,
+            tui,
             seed,
             output_dir,
             devices,
             nnodes,
             checkpoint_every,
-            keep_last
+            keep_last,
+            validate_every_epoch
         );
         set_opt!(
             llama_model_path,
@@ -505,7 +522,8 @@ impl TrainArgs {
             resume,
             backend,
             backends_file,
-            precision
+            precision,
+            early_stopping
         );
     }
 
@@ -544,7 +562,11 @@ mod tests {
     #[test]
     fn no_args_is_tiny() {
         let c = parse(&[]).train.resolve().unwrap();
-        assert_eq!(c, TrainConfig::tiny_default());
+        // The command shows the dashboard on a terminal; code that builds a config does not.
+        let tiny = TrainConfig::tiny_default();
+        assert_eq!(c, TrainConfig { tui: true, ..tiny });
+        assert!(!parse(&["--no-tui"]).train.resolve().unwrap().tui);
+        assert!(!TrainArgs::default().resolve().unwrap().tui);
     }
 
     #[test]

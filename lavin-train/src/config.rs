@@ -122,7 +122,8 @@ pub struct TrainConfig {
     pub gradient_checkpointing: bool,
     /// Seed of initialisation, dropout and data order.
     pub seed: u64,
-    /// Checkpoint to resume from (lavin-train `.safetensors`, or an original `checkpoint-N.pth`).
+    /// Checkpoint to resume from (`checkpoint/model-N.mpk` of a run, a run's output directory,
+    /// or an original `checkpoint-N.pth`).
     pub resume: Option<PathBuf>,
     /// Where checkpoints, metrics, plots and `summary.json` go.
     pub output_dir: PathBuf,
@@ -130,6 +131,12 @@ pub struct TrainConfig {
     pub backend: Option<BackendKind>,
     /// Override file for `backends.toml`.
     pub backends_file: Option<PathBuf>,
+    /// burn-train's dashboard instead of plain progress lines when stdout and stderr are
+    /// terminals (rank 0). The `lavin-train` command turns it on unless `--no-tui`; code that
+    /// trains (tests, other programs) gets plain lines unless it sets this. A display choice of
+    /// one process: not saved, not read from a config file.
+    #[serde(skip)]
+    pub tui: bool,
     /// Devices of each node (`0` or `0,1`): one data-parallel rank per device.
     pub devices: String,
     /// Nodes (processes, usually machines) training together; ranks = nodes x devices.
@@ -139,8 +146,16 @@ pub struct TrainConfig {
     pub precision: Option<Precision>,
     /// Save a checkpoint every N optimizer steps (0 = only at epoch ends).
     pub checkpoint_every: usize,
-    /// Keep the newest N checkpoints (0 = keep all).
+    /// Keep the newest N checkpoints (0 = keep all); with `validate_every_epoch` the one of
+    /// the best validation accuracy stays too.
     pub keep_last: usize,
+    /// Validate after every epoch (the original validates once, at the end).
+    #[serde(default)]
+    pub validate_every_epoch: bool,
+    /// Stop when the validation accuracy has not improved for this many epochs (needs
+    /// `validate_every_epoch`).
+    #[serde(default)]
+    pub early_stopping: Option<usize>,
 }
 
 fn one() -> usize {
@@ -191,11 +206,14 @@ impl TrainConfig {
             output_dir: PathBuf::from("./LaVIN-7B"),
             backend: None,
             backends_file: None,
+            tui: false,
             devices: "0".into(),
             nnodes: 1,
             precision: None,
             checkpoint_every: 500,
             keep_last: 3,
+            validate_every_epoch: false,
+            early_stopping: None,
         }
     }
 
@@ -314,6 +332,17 @@ impl TrainConfig {
         }
         if self.llm_model.trim().is_empty() {
             return Err(inv("llm_model", "must not be empty"));
+        }
+        match self.early_stopping {
+            Some(0) => return Err(inv("early_stopping", "must be at least 1 epoch")),
+            Some(_) if !self.validate_every_epoch => {
+                return Err(inv(
+                    "early_stopping",
+                    "needs validate_every_epoch (--validate-every-epoch): it compares the \
+                     validation accuracy of successive epochs",
+                ))
+            }
+            _ => {}
         }
         one_of("prompt_format", &self.prompt_format, &PROMPT_FORMATS)?;
         for (f, v) in [

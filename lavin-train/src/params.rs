@@ -30,17 +30,23 @@ fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     }
 }
 
-/// Copy the named (trainable) parameters of `module` to the host.
-pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(
-    module: &M,
-    naming: &N,
-) -> BTreeMap<String, HostTensor> {
-    struct V<'a, N> {
+/// Calls `f(original name, shape, values flattened)` for each parameter of `module` that
+/// `naming` names, in visiting order.
+pub fn visit_named<B, M, N, F>(module: &M, naming: &N, f: F)
+where
+    B: Backend,
+    M: Module<B>,
+    N: ParamNaming,
+    F: FnMut(String, Vec<usize>, Tensor<B, 1>),
+{
+    struct V<'a, N, F> {
         stack: Vec<String>,
         naming: &'a N,
-        out: BTreeMap<String, HostTensor>,
+        f: F,
     }
-    impl<B: Backend, N: ParamNaming> ModuleVisitor<B> for V<'_, N> {
+    impl<B: Backend, N: ParamNaming, F: FnMut(String, Vec<usize>, Tensor<B, 1>)> ModuleVisitor<B>
+        for V<'_, N, F>
+    {
         fn enter_module(&mut self, name: &str, _c: &str) {
             self.stack.push(name.into());
         }
@@ -49,17 +55,32 @@ pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
             if let Some(n) = self.naming.original_name(&self.stack.join(".")) {
-                self.out.insert(n, to_host(p.val()));
+                let v = p.val();
+                let shape = v.dims().to_vec();
+                let len = shape.iter().product::<usize>();
+                (self.f)(n, shape, v.reshape([len]));
             }
         }
     }
-    let mut v = V {
+    module.visit(&mut V {
         stack: vec![],
         naming,
-        out: BTreeMap::new(),
-    };
-    module.visit(&mut v);
-    v.out
+        f,
+    });
+}
+
+/// Copy the named (trainable) parameters of `module` to the host.
+pub fn collect_params<B: Backend, M: Module<B>, N: ParamNaming>(
+    module: &M,
+    naming: &N,
+) -> BTreeMap<String, HostTensor> {
+    let mut out = BTreeMap::new();
+    visit_named(module, naming, |name, shape, values: Tensor<B, 1>| {
+        let mut h = to_host(values);
+        h.shape = shape;
+        out.insert(name, h);
+    });
+    out
 }
 
 /// Replace the named parameters of `module` with `values` (shapes checked; the parameter keeps

@@ -16,9 +16,7 @@ pub use crate::data::{BatchSource, BatchStats};
 use crate::distributed::DistError;
 pub use crate::engine::train;
 use crate::optim::{trainable_params, AdamW, AdamWConfig, OptimError};
-use crate::params::{
-    assign_params, collect_params, lavin_trainable_name, moments_from_host, moments_to_host,
-};
+use crate::params::{assign_params, lavin_trainable_name, moments_from_host};
 use crate::validate::ValResult;
 
 /// Errors of a training run.
@@ -36,6 +34,9 @@ pub enum TrainError {
     /// A data-parallel rank could not join or exchange.
     #[error(transparent)]
     Dist(#[from] DistError),
+    /// burn-train's checkpointer could not write a checkpoint (the run stops after the step).
+    #[error("writing a checkpoint failed: {0}")]
+    CheckpointWrite(String),
     /// The data source failed.
     #[error("data: {0}")]
     Data(String),
@@ -143,7 +144,7 @@ pub fn resume_from<B: AutodiffBackend>(
     optim: &mut AdamW<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<(Lavin<B>, TrainState, u64), TrainError> {
-    let ck = Checkpoint::load(path)?;
+    let ck = Checkpoint::load::<B::InnerBackend>(path, device)?;
     // Only the two fields that fix the data position are read, so a config from another version
     // of this crate still resumes.
     let saved = &ck.meta.config;
@@ -184,32 +185,20 @@ pub fn resume_from<B: AutodiffBackend>(
     ))
 }
 
-pub(crate) fn save_checkpoint<B: AutodiffBackend>(
-    cfg: &TrainConfig,
-    model: &Lavin<B>,
-    optim: &AdamW<B::InnerBackend>,
-    st: &TrainState,
-    seed: u64,
-) -> Result<PathBuf, TrainError> {
-    let (exp_avg, exp_avg_sq, adam_steps) = moments_to_host(optim);
-    let ck = Checkpoint {
-        meta: CheckpointMeta {
-            format: FORMAT.into(),
-            epoch: st.epoch,
-            iteration: st.iteration,
-            global_step: st.global_step,
-            micro_step: st.micro_step,
-            skipped: st.skipped,
-            data_seed: seed,
-            adam_steps,
-            config: serde_json::to_value(cfg).unwrap_or_default(),
-            source: None,
-        },
-        model: collect_params(model, &lavin_trainable_name),
-        exp_avg,
-        exp_avg_sq,
-    };
-    Ok(ck.save(&cfg.output_dir, cfg.keep_last)?)
+/// What a checkpoint records of where the run stands.
+pub(crate) fn checkpoint_meta(cfg: &TrainConfig, st: &TrainState, seed: u64) -> CheckpointMeta {
+    CheckpointMeta {
+        format: FORMAT.into(),
+        epoch: st.epoch,
+        iteration: st.iteration,
+        global_step: st.global_step,
+        micro_step: st.micro_step,
+        skipped: st.skipped,
+        data_seed: seed,
+        adam_steps: Default::default(),
+        config: serde_json::to_value(cfg).unwrap_or_default(),
+        source: None,
+    }
 }
 
 /// Why a run stopped before its last epoch.
@@ -217,8 +206,10 @@ pub(crate) fn save_checkpoint<B: AutodiffBackend>(
 pub enum Halt {
     /// `max_steps` optimizer steps were done.
     MaxSteps,
-    /// Ctrl-C / SIGTERM ([`crate::interrupt`]).
+    /// Ctrl-C / SIGTERM ([`crate::interrupt`]) or the dashboard's quit.
     Interrupted,
+    /// Validation accuracy stopped improving (`early_stopping` epochs).
+    EarlyStopping,
 }
 
 /// The backend RNG seed of one micro-batch: a splitmix64 mix of the data seed, epoch and

@@ -28,7 +28,7 @@ const OPTS: RunOptions = RunOptions {
 };
 
 fn checkpoint(dir: &Path, step: u64) -> PathBuf {
-    dir.join(lavin_train::checkpoint::file_name(step))
+    lavin_train::checkpoint::path(dir, step)
 }
 
 #[test]
@@ -133,7 +133,52 @@ fn bad_input_fails_before_training() {
         "{e}"
     );
     assert!(!out.join("metrics.jsonl").exists());
+    // a checkpoint folder that cannot be made
+    let blocked = tmp.path().join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("checkpoint"), b"").unwrap();
+    let e = format!("{:#}", run(&args(&blocked), &OPTS).unwrap_err());
+    assert!(e.contains("blocked/checkpoint"), "{e}");
+    assert!(!blocked.join("metrics.jsonl").exists());
     // no-argument run resolves to runs/default
     let c = resolve_config(&TrainArgs::default()).unwrap();
     assert_eq!(c.output_dir, PathBuf::from("runs/default"));
+}
+
+/// `--validate-every-epoch` with `--early-stopping 1` on a run that cannot improve (lr ~0):
+/// burn-train's early stopping ends it after epoch 2, and the checkpointing strategy keeps the
+/// best epoch's checkpoint (epoch 1, step 4) beside the newest although `--keep-last 1`.
+#[test]
+fn validation_every_epoch_keeps_the_best_and_stops_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("flat");
+    let mut a = args(&out);
+    a.epochs = Some(5);
+    a.lr = Some(1e-12);
+    a.keep_last = Some(1);
+    a.validate_every_epoch = Some(true);
+    a.early_stopping = Some(1);
+    let s = run(&a, &OPTS).unwrap();
+    assert_eq!(s.steps, 8, "stopped after epoch 2 of 5 (4 steps each)");
+    assert!(s.val_accuracy.is_some());
+    let kept: Vec<u64> = lavin_train::checkpoint::list(&out)
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(kept, vec![4, 8]);
+    // Validated twice, each epoch into burn-train's metric logs.
+    for e in [1, 2] {
+        let log = out.join(format!("valid/epoch-{e}/Accuracy.log"));
+        assert!(log.is_file(), "{}", log.display());
+    }
+    assert!(!out.join("valid/epoch-3").exists());
+
+    // Early stopping without per-epoch validation is refused up front.
+    let mut a = args(&tmp.path().join("refused"));
+    a.early_stopping = Some(2);
+    let e = format!("{:#}", run(&a, &OPTS).unwrap_err());
+    assert!(
+        e.contains("early_stopping") && e.contains("--validate-every-epoch"),
+        "{e}"
+    );
 }

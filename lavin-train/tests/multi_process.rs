@@ -2,7 +2,8 @@
 //! processes (`--nnodes 2`, batch b each; node 0 hosts rank 0) train the adapters one
 //! process trains with batch b and `--accum-iter 2`, and log the same losses. A rank whose
 //! peers never come ends with a clear error instead of waiting forever; SIGTERM writes a
-//! checkpoint that `--resume` continues from.
+//! checkpoint that `--resume` continues from; after `kill -9` the newest complete checkpoint
+//! continues to the uninterrupted run's adapters, bit for bit.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lavin_train::checkpoint::{file_name, Checkpoint};
+use lavin_train::checkpoint::{path, Checkpoint};
 use lavin_train::report::read_metrics;
 
 const STEPS: u64 = 12;
@@ -70,7 +71,8 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
 }
 
 fn adapters_at(dir: &Path, step: u64) -> BTreeMap<String, Vec<f32>> {
-    let ck = Checkpoint::load(&dir.join(file_name(step))).unwrap();
+    let ck =
+        Checkpoint::load::<burn::backend::NdArray>(&path(dir, step), &Default::default()).unwrap();
     ck.model.into_iter().map(|(k, t)| (k, t.data)).collect()
 }
 
@@ -219,4 +221,102 @@ fn sigterm_checkpoints_and_resume_continues() {
     let m = read_metrics(&dir.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = m.iter().map(|x| x.step).collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>(), "every step once");
+}
+
+/// The adapters a finished run exported.
+fn exported(dir: &Path) -> BTreeMap<String, Vec<f32>> {
+    let (t, _) = lavin_train::io::read_safetensors(&dir.join("adapters.safetensors")).unwrap();
+    t.into_iter().map(|(k, v)| (k, v.data)).collect()
+}
+
+#[test]
+fn kill_9_mid_epoch_then_resume_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
+    // 24 micro-batches per epoch: 30 steps cross into the second epoch.
+    let run = |out: &Path| {
+        let mut c = lavin_train();
+        c.args(["--batch-size", "4", "--max-steps", "30"])
+            .args([
+                "--checkpoint-every",
+                "3",
+                "--keep-last",
+                "2",
+                "--output-dir",
+            ])
+            .arg(out);
+        c
+    };
+    finish(
+        run(&full).spawn().unwrap(),
+        Duration::from_secs(600),
+        "the full run",
+    );
+    let mut child = run(&killed).spawn().unwrap();
+    let t0 = Instant::now();
+    while read_metrics(&killed.join("metrics.jsonl")).map_or(0, |m| m.len()) < 10 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no 10 steps logged"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: nothing is flushed or written on the way out
+    child.wait().unwrap();
+    let before = lavin_train::checkpoint::list(&killed);
+    assert!(!before.is_empty() && before.len() <= 2, "{before:?}");
+
+    // `--resume <output dir>` takes its newest complete checkpoint.
+    let out = run(&killed).arg("--resume").arg(&killed).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let resumed_at = before.last().unwrap().0;
+    assert!(err.contains(&format!("step {resumed_at}")), "{err}");
+    let steps: Vec<u64> = read_metrics(&killed.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|x| x.step)
+        .collect();
+    assert_eq!(steps, (1..=30).collect::<Vec<_>>(), "every step once");
+    assert!(
+        exported(&full) == exported(&killed),
+        "adapters differ after kill -9 + resume"
+    );
+    // The newest two checkpoints stay (30 is the last step), no temp files.
+    let after: Vec<u64> = lavin_train::checkpoint::list(&killed)
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(after, vec![27, 30]);
+}
+
+/// Early stopping across processes: rank 0 validates and decides, the other rank learns it in
+/// the exchange, and both stop after the same epoch (the run cannot improve: lr ~0).
+#[test]
+fn early_stopping_stops_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let port = free_port().to_string();
+    let rank = |r: &str| {
+        lavin_train()
+            .args(["--epochs", "5", "--lr", "1e-12", "--batch-size", "4"])
+            .args(["--validate-every-epoch", "--early-stopping", "1"])
+            .args(["--nnodes", "2", "--node-rank", r])
+            .args(["--master-addr", "127.0.0.1", "--master-port", &port])
+            .args(["--collective-timeout", "300", "--output-dir"])
+            .arg(&dir)
+            .spawn()
+            .unwrap()
+    };
+    let (r0, r1) = (rank("0"), rank("1"));
+    let limit = Duration::from_secs(600);
+    let out0 = finish(r0, limit, "rank 0");
+    finish(r1, limit, "rank 1");
+    let log0 = String::from_utf8_lossy(&out0.stderr);
+    assert!(log0.contains("early stopping after epoch 2"), "{log0}");
+    // 96 examples / (batch 4 x 2 ranks) = 12 steps per epoch, two epochs.
+    let m = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.len(), 24);
+    assert!(dir.join("adapters.safetensors").is_file());
 }

@@ -54,6 +54,16 @@ fn resume_is_exact(dropout: f64, gradient_checkpointing: bool) {
         cks.iter().map(|c| c.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
+    // Adapters, moments and position only: nothing of the frozen base.
+    let model_file = std::fs::metadata(&cks[0].1).unwrap().len();
+    let n_adapters: usize = collect_params(&model_a, &lavin_trainable_name)
+        .values()
+        .map(|t| t.data.len())
+        .sum();
+    assert!(
+        model_file < 4 * n_adapters as u64 + 64 * 1024,
+        "{model_file} bytes for {n_adapters} adapter values"
+    );
     let metrics = lavin_train::report::read_metrics(&cfg.output_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.len(), 4);
     assert_eq!(metrics[0].lr, 0.0, "warmup starts at lr 0");

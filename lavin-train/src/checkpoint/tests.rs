@@ -38,55 +38,80 @@ fn tiny(step: u64) -> Checkpoint {
     }
 }
 
+type NB = burn::backend::NdArray<f32>;
+
+fn load(p: &Path) -> Result<Checkpoint, CheckpointError> {
+    Checkpoint::load::<NB>(p, &Default::default())
+}
+
+fn save(c: &Checkpoint, dir: &Path) -> PathBuf {
+    c.save::<NB>(dir, &Default::default()).unwrap()
+}
+
 #[test]
-fn roundtrip_and_keep_last() {
+fn roundtrip_through_burn_train_files() {
     let d = tempfile::tempdir().unwrap();
-    for s in 1..=4 {
-        tiny(s).save(d.path(), 2).unwrap();
+    let dir = dir_of(d.path());
+    for s in [2, 4, 10] {
+        save(&tiny(s), &dir);
     }
+    // The three records of each step, no temp files left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(names.contains(&"scheduler-10.mpk".to_string()), "{names:?}");
     let l = list(d.path());
-    assert_eq!(l.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 4]);
-    let p = latest(d.path()).unwrap();
-    assert_eq!(Checkpoint::load(&p).unwrap(), tiny(4));
-    // No temp files left behind.
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    assert_eq!(l.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 4, 10]);
+    assert_eq!(l, list(&dir), "an output dir or its checkpoint folder");
+    // By any of the three files, or by the folder (newest).
+    assert_eq!(load(&path(d.path(), 4)).unwrap(), tiny(4));
+    assert_eq!(load(&dir.join("optim-2.mpk")).unwrap(), tiny(2));
+    assert_eq!(load(d.path()).unwrap(), tiny(10));
+    // A checkpoint missing a file is not listed and not resumed from.
+    std::fs::remove_file(dir.join("scheduler-10.mpk")).unwrap();
+    assert_eq!(latest(d.path()), Some(path(d.path(), 4)));
+    let e = load(&path(d.path(), 10)).unwrap_err().to_string();
+    assert!(
+        e.contains("incomplete") && e.contains("scheduler-10.mpk"),
+        "{e}"
+    );
 }
 
 #[test]
 fn corrupted_file_is_reported() {
     let d = tempfile::tempdir().unwrap();
-    let p = tiny(1).save(d.path(), 0).unwrap();
-    let mut b = std::fs::read(&p).unwrap();
+    let p = save(&tiny(1), d.path());
+    let opt = d.path().join("optim-1.mpk");
+    let mut b = std::fs::read(&opt).unwrap();
     b.truncate(b.len() / 2);
-    std::fs::write(&p, &b).unwrap();
-    let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(
-        e.contains("checkpoint-step00000001") && e.contains("safetensors"),
-        "{e}"
-    );
+    std::fs::write(&opt, &b).unwrap();
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("optim-1.mpk"), "{e}");
     std::fs::write(&p, b"garbage").unwrap();
-    assert!(Checkpoint::load(&p).is_err());
-    let e = Checkpoint::load(&d.path().join("nope.safetensors"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("nope.safetensors"), "{e}");
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("model-1.mpk"), "{e}");
+    let e = load(&d.path().join("nope.mpk")).unwrap_err().to_string();
+    assert!(e.contains("nope.mpk"), "{e}");
+    let e = load(&d.path().join("empty")).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
 }
 
 #[test]
-fn foreign_safetensors_is_not_a_checkpoint() {
+fn other_files_are_not_checkpoints() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("x.safetensors");
-    let mut t = BTreeMap::new();
-    t.insert(
-        "a".to_string(),
-        HostTensor {
-            shape: vec![1],
-            data: vec![1.0],
-        },
+    std::fs::write(&p, b"whatever").unwrap();
+    let e = load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("x.safetensors") && e.contains("model-N.mpk"),
+        "{e}"
     );
-    std::fs::write(&p, crate::io::to_safetensors(&t, BTreeMap::new()).unwrap()).unwrap();
-    let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(e.contains("not a lavin-train checkpoint"), "{e}");
+    std::fs::create_dir(d.path().join("run")).unwrap();
+    let e = load(&d.path().join("run")).unwrap_err().to_string();
+    assert!(e.contains("no complete checkpoint"), "{e}");
 }
 
 #[test]
@@ -120,9 +145,9 @@ fn missing_moment_is_reported() {
     let d = tempfile::tempdir().unwrap();
     let mut c = tiny(1);
     c.exp_avg_sq.remove("layers.0.adapter_attn.conv_A.bias");
-    let p = c.save(d.path(), 0).unwrap();
-    let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(e.contains("conv_A.bias") && e.contains("exp_avg_sq"), "{e}");
+    let p = save(&c, d.path());
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("conv_A.bias") && e.contains("exp_avg"), "{e}");
 }
 
 #[test]
@@ -149,7 +174,7 @@ fn reads_original_full_checkpoint() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/original-checkpoint-1.pth"
     ));
-    let c = Checkpoint::load(p).unwrap();
+    let c = load(p).unwrap();
     assert_eq!(c.meta.epoch, 2, "epoch 1 saved => resume at epoch 2");
     assert!(c.model.contains_key("adapter_modality_embedding.weight"));
     assert!(c.model.keys().all(|k| !k.starts_with("module.")));
@@ -166,7 +191,7 @@ fn not_a_checkpoint_fails_clearly() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("checkpoint-1.pth");
     std::fs::write(&p, b"not a zip").unwrap();
-    let e = Checkpoint::load(&p).unwrap_err().to_string();
+    let e = load(&p).unwrap_err().to_string();
     assert!(
         e.contains("checkpoint-1.pth") && e.contains("PyTorch"),
         "{e}"

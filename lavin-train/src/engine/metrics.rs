@@ -1,6 +1,7 @@
 //! What burn-train shows and logs for a LaVIN run: per optimizer step the loss, the learning
 //! rate (burn-train's own metric), the gradient norm and tokens per second; per validation
-//! chunk the accuracy. And a renderer that prints them as plain lines.
+//! chunk the accuracy. And how they are shown ([`renderer`]): burn-train's dashboard on a
+//! terminal, plain lines elsewhere.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -16,7 +17,9 @@ use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
+use burn::train::LearnerSummary;
 
+use crate::config::TrainConfig;
 use crate::engine::model::{StepOutput, ValOutput};
 use crate::report::format_duration;
 
@@ -183,10 +186,82 @@ fn short(v: f64) -> String {
     }
 }
 
-/// burn-train's renderer for LaVIN runs: on a terminal a progress bar with ETA and the latest
-/// values; elsewhere (logs, CI) plain lines: the first step, one line every `every`, and the
-/// last step. (burn-train's own terminal renderer needs its `tui` feature and draws a full-
-/// screen dashboard; its plain one prints no values.)
+/// Plain lines print at most this often (and at the first and the last step).
+pub(crate) const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// The renderer of one rank. Rank 0 with [`TrainConfig::tui`], when stdout and stderr are
+/// terminals and this build has the `tui` feature: burn-train's dashboard ([`Dashboard`], one
+/// per process at a time). Otherwise (`--no-tui`, CI, logs, pipes) [`LineRenderer`]: a bar on a
+/// terminal, plain lines elsewhere; other ranks stay quiet.
+pub fn renderer(cfg: &TrainConfig, lead: bool) -> Renderer {
+    #[cfg(all(feature = "tui", unix))]
+    if lead && cfg.tui && std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+        if let Some(d) = Dashboard::open(cfg.epochs) {
+            return Renderer(Box::new(d));
+        }
+    }
+    let _ = cfg;
+    Renderer(Box::new(LineRenderer::new(LINE_EVERY, !lead)))
+}
+
+/// The renderer [`renderer`] chose, as the one type `SupervisedTraining::renderer` takes.
+pub struct Renderer(Box<dyn MetricsRenderer>);
+
+impl MetricsRendererTraining for Renderer {
+    fn update_train(&mut self, state: MetricState) {
+        self.0.update_train(state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        self.0.update_valid(state);
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        self.0.render_train(item, indicators);
+    }
+
+    fn render_valid(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        self.0.render_valid(item, indicators);
+    }
+
+    fn on_train_end(
+        &mut self,
+        summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        self.0.on_train_end(summary)
+    }
+}
+
+impl MetricsRendererEvaluation for Renderer {
+    fn update_test(&mut self, name: EvaluationName, state: MetricState) {
+        self.0.update_test(name, state);
+    }
+
+    fn render_test(&mut self, item: EvaluationProgress, indicators: Vec<ProgressType>) {
+        self.0.render_test(item, indicators);
+    }
+
+    fn on_test_end(
+        &mut self,
+        summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        self.0.on_test_end(summary)
+    }
+}
+
+impl MetricsRenderer for Renderer {
+    fn manual_close(&mut self) {
+        self.0.manual_close();
+    }
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.0.register_metric(definition);
+    }
+}
+
+/// burn-train's renderer for LaVIN runs without the dashboard: on a terminal a progress bar
+/// with ETA and the latest values; elsewhere (logs, CI) plain lines: the first step, one line
+/// every `every`, and the last step. (burn-train's own plain renderer prints no values.)
 pub struct LineRenderer {
     names: BTreeMap<String, String>,
     latest: BTreeMap<String, String>,
@@ -212,12 +287,20 @@ impl LineRenderer {
             b
         });
         Self {
+            bar,
+            ..Self::plain(every, quiet)
+        }
+    }
+
+    /// Plain lines only, terminal or not.
+    pub(crate) fn plain(every: Duration, quiet: bool) -> Self {
+        Self {
             names: BTreeMap::new(),
             latest: BTreeMap::new(),
             start: Instant::now(),
             last_print: None,
             every,
-            bar,
+            bar: None,
             quiet,
         }
     }
@@ -312,6 +395,9 @@ impl MetricsRenderer for LineRenderer {
     }
 }
 
+#[cfg(all(feature = "tui", unix))]
+pub use super::dashboard::Dashboard;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,8 +416,7 @@ mod tests {
 
     #[test]
     fn metrics_reach_the_plain_lines_first_every_and_last() {
-        let mut r = LineRenderer::new(Duration::from_secs(3600), false);
-        r.bar = None;
+        let mut r = LineRenderer::plain(Duration::from_secs(3600), false);
         let loss = StepMetric::new(StepValue::Loss);
         let id = MetricId::new(Arc::new("Loss".into()));
         r.register_metric(MetricDefinition::new(id.clone(), &loss));

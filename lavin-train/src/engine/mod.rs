@@ -2,27 +2,32 @@
 //!
 //! [`train`] builds burn-train's `SupervisedTraining` for one rank and launches it with
 //! [`strategy::LavinStrategy`] as its custom training strategy. From burn-train: the `Learner`
-//! (holding the model as [`model::Trainee`], the optimizer as [`optimizer::LavinOptimizer`], the
-//! schedule as [`optimizer::StepSchedule`]), the data loaders ([`loader`]), the metrics and
-//! their per-epoch file logs under `<output-dir>/train` and `<output-dir>/valid`
-//! ([`metrics`]), the renderer and the interrupter. Kept from LaVIN: checkpoints of adapters
-//! and moments under the original names (burn-train 0.21's file checkpointer records the whole
-//! model, 13 GB at 7B), `metrics.jsonl`, and the data-parallel exchange.
+//! (holding the model as [`model::Trainee`], whose record is the adapters only, the optimizer as
+//! [`optimizer::LavinOptimizer`], the schedule as [`optimizer::StepSchedule`]), the data
+//! loaders ([`loader`]), the metrics and their per-epoch file logs under
+//! `<output-dir>/train` and `<output-dir>/valid` ([`metrics`]), the renderer, the checkpointer
+//! (files in `<output-dir>/checkpoint`, see [`crate::checkpoint`]) with LaVIN's checkpointing
+//! and early stopping strategies ([`policies`]), and the interrupter. Kept from LaVIN:
+//! `metrics.jsonl` and the data-parallel exchange.
 
+#[cfg(all(feature = "tui", unix))]
+mod dashboard;
 pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod optimizer;
+pub mod policies;
 pub mod strategy;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::ComposedCheckpointingStrategy;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::LearningRateMetric;
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
+
+use crate::checkpoint::{self, CheckpointRecorder};
 
 use lavin_model::Lavin;
 
@@ -35,9 +40,10 @@ use crate::trainer::{optimizer_for, steps_per_epoch, TrainError, TrainOutcome, T
 use crate::validate::ValSet;
 
 use loader::{Plan, Position, RankLoader, ValLoader};
-use metrics::{AccuracyMetric, LineRenderer, StepMetric, StepValue};
+use metrics::{AccuracyMetric, StepMetric, StepValue};
 use model::Trainee;
 use optimizer::{LavinOptimizer, StepSchedule};
+use policies::{Accuracies, BestAccuracy, KeepLast, Plateau};
 use strategy::LavinStrategy;
 
 /// Option rows per validation forward.
@@ -68,7 +74,6 @@ pub fn train<B, S>(
 where
     B: AutodiffBackend,
     S: BatchSource<B> + Send + Sync + 'static,
-    Lavin<B>: AutodiffModule<B, InnerModule = Lavin<B::InnerBackend>>,
 {
     let (rank, world) = peer.as_ref().map_or((0, 1), |p| (p.rank, p.world));
     if world != cfg.world_size() {
@@ -119,6 +124,7 @@ where
     let optimizer = LavinOptimizer::<B>::new(adam);
     let schedule = StepSchedule::new(cfg.schedule(), spe, accum, state.global_step as usize);
     let outcome = Arc::new(Mutex::new(None));
+    let accuracies = Accuracies::default();
     let strategy = LavinStrategy {
         cfg: cfg.clone(),
         state,
@@ -131,6 +137,8 @@ where
         loader: loader.clone(),
         valid: valid.clone(),
         optim: optimizer.clone(),
+        schedule: schedule.clone(),
+        accuracies: accuracies.clone(),
         peer: Mutex::new(peer),
         outcome: outcome.clone(),
     };
@@ -141,11 +149,38 @@ where
         .metric_train_numeric(StepMetric::new(StepValue::GradNorm))
         .metric_train_numeric(StepMetric::new(StepValue::TokensPerSecond))
         .metric_valid_numeric(AccuracyMetric::default())
-        .renderer(LineRenderer::new(Duration::from_secs(10), !lead))
+        .renderer(metrics::renderer(cfg, lead))
         .num_epochs(cfg.epochs)
         // lavin-train prints its own messages; burn-train's would install a global logger.
         .with_application_logger(None);
-    if !lead {
+    if lead {
+        // burn-train's checkpointer; the records are the adapters, their moments and the run's
+        // position (`crate::checkpoint`), numbered by optimizer step.
+        // burn-train's checkpointer would ignore a folder it cannot make until its first write.
+        let dir = checkpoint::dir_of(&cfg.output_dir);
+        std::fs::create_dir_all(&dir).map_err(|source| crate::io::IoError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let existing = checkpoint::list(&dir);
+        let keep = ComposedCheckpointingStrategy::builder()
+            .add(KeepLast::new(
+                cfg.keep_last,
+                existing.iter().map(|(s, _)| *s),
+            ))
+            .add(BestAccuracy::new(
+                accuracies.clone(),
+                spe / accum,
+                existing.iter().map(|(s, _)| *s),
+            ))
+            .build();
+        training = training
+            .with_file_checkpointer(CheckpointRecorder::default())
+            .with_checkpointing_strategy(keep);
+        if let Some(patience) = cfg.early_stopping {
+            training = training.early_stopping(Plateau::new(patience, accuracies.clone()));
+        }
+    } else {
         // Only rank 0 writes metric files.
         training = training.with_metric_logger(InMemoryMetricLogger::new());
     }

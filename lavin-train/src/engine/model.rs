@@ -4,7 +4,10 @@
 
 use std::sync::Mutex;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::{
+    AutodiffModule, Content, Devices, HasAutodiffModule, Module, ModuleDisplay,
+    ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
@@ -12,14 +15,114 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use lavin_model::{Lavin, LavinBatch};
 
+use crate::checkpoint::AdapterRecord;
 use crate::data::BatchStats;
+use crate::params::{assign_params, lavin_trainable_name};
 
 /// [`Lavin`] as burn-train's training model (and, on the inner backend, its inference model).
-#[derive(Module, Debug)]
+///
+/// Its `Module` impl is written out rather than derived for one reason: its record is
+/// [`AdapterRecord`], the adapters only, so burn-train's checkpointer never writes the frozen
+/// base (13 GB at 7B). Visiting, mapping and moving between devices go to the whole model as
+/// the derive would (the field is named `lavin` in module paths).
+#[derive(Debug, Clone)]
 pub struct Trainee<B: Backend> {
     /// The model; the optimizer and the checkpoints name its parameters from here.
     pub lavin: Lavin<B>,
 }
+
+const FIELD: &str = "lavin";
+const CONTAINER: &str = "Struct:Trainee";
+
+impl<B: Backend> Module<B> for Trainee<B> {
+    type Record = AdapterRecord<B>;
+
+    /// burn-train's own restore path; lavin-train resumes through
+    /// [`crate::trainer::resume_from`], which checks names and shapes first and says what is
+    /// wrong instead of panicking.
+    fn load_record(self, record: AdapterRecord<B>) -> Self {
+        let host = record.into_host();
+        let lavin = assign_params(
+            self.lavin,
+            &host,
+            &lavin_trainable_name,
+            std::path::Path::new("<adapter record>"),
+        )
+        .unwrap_or_else(|e| panic!("loading an adapter record: {e}"));
+        Self { lavin }
+    }
+
+    fn into_record(self) -> AdapterRecord<B> {
+        AdapterRecord::of(&self.lavin, &lavin_trainable_name)
+    }
+
+    fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        visitor.enter_module(FIELD, CONTAINER);
+        self.lavin.visit(visitor);
+        visitor.exit_module(FIELD, CONTAINER);
+    }
+
+    fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+        mapper.enter_module(FIELD, CONTAINER);
+        let lavin = self.lavin.map(mapper);
+        mapper.exit_module(FIELD, CONTAINER);
+        Self { lavin }
+    }
+
+    fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {
+        self.lavin.collect_devices(devices)
+    }
+
+    fn to_device(self, device: &B::Device) -> Self {
+        Self {
+            lavin: self.lavin.to_device(device),
+        }
+    }
+
+    fn fork(self, device: &B::Device) -> Self {
+        Self {
+            lavin: self.lavin.fork(device),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> AutodiffModule<B> for Trainee<B> {
+    type InnerModule = Trainee<B::InnerBackend>;
+
+    fn valid(&self) -> Trainee<B::InnerBackend> {
+        Trainee {
+            lavin: self.lavin.valid(),
+        }
+    }
+
+    fn from_inner(module: Trainee<B::InnerBackend>) -> Self {
+        Self {
+            lavin: Lavin::from_inner(module.lavin),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> HasAutodiffModule<B> for Trainee<B::InnerBackend> {
+    type TrainModule = Trainee<B>;
+}
+
+impl<B: Backend> std::fmt::Display for Trainee<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trainee {{ {FIELD}: {} }}", self.lavin)
+    }
+}
+
+impl<B: Backend> ModuleDisplayDefault for Trainee<B> {
+    fn content(&self, content: Content) -> Option<Content> {
+        self.lavin.content(content)
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+}
+
+impl<B: Backend> ModuleDisplay for Trainee<B> {}
 
 /// One micro-batch and how to run it.
 pub struct MicroBatch<B: Backend> {
@@ -59,10 +162,7 @@ impl ItemLazy for StepOutput {
     }
 }
 
-impl<B: AutodiffBackend> TrainStep for Trainee<B>
-where
-    Lavin<B>: AutodiffModule<B>,
-{
+impl<B: AutodiffBackend> TrainStep for Trainee<B> {
     type Input = MicroBatch<B>;
     type Output = StepOutput;
 
@@ -96,10 +196,7 @@ fn loss_and_grads<B: AutodiffBackend>(
     divisor: f64,
     seed: u64,
     recompute: bool,
-) -> (f64, Option<GradientsParams>)
-where
-    Lavin<B>: AutodiffModule<B>,
-{
+) -> (f64, Option<GradientsParams>) {
     if recompute {
         // Seeds and serialises its own RNG use (`lavin_model::recompute`).
         let out = model.loss_and_grads_recomputed(batch, divisor, seed);

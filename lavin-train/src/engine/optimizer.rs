@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{GradientsParams, LearningRate, MultiGradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -16,10 +16,12 @@ use burn::tensor::Tensor;
 
 use lavin_model::Lavin;
 
+use crate::checkpoint::{CheckpointMeta, MomentsRecord};
 use crate::engine::model::Trainee;
 use crate::lr_sched::LrSchedule;
 use crate::optim::{step_module, AdamW, ParamNaming};
 use crate::params::lavin_trainable_name;
+use crate::params::moments_from_host;
 
 /// What the optimizer step reads besides the gradients.
 pub struct OptimState<B: Backend> {
@@ -59,14 +61,10 @@ impl<B: AutodiffBackend> LavinOptimizer<B> {
     }
 }
 
-impl<B: AutodiffBackend> Optimizer<Trainee<B>, B> for LavinOptimizer<B>
-where
-    Lavin<B>: AutodiffModule<B>,
-{
-    /// Burn's record of this optimizer is empty: LaVIN's checkpoints hold the moments under the
-    /// original parameter names (`crate::checkpoint`), which a Burn record keyed by `ParamId`
-    /// cannot.
-    type Record = ();
+impl<B: AutodiffBackend> Optimizer<Trainee<B>, B> for LavinOptimizer<B> {
+    /// The moments by original parameter name (what burn-train's checkpointer writes as
+    /// `optim-N.mpk`).
+    type Record = MomentsRecord<B>;
 
     fn step(
         &mut self,
@@ -100,18 +98,27 @@ where
         self.step(lr, module, single)
     }
 
-    fn to_record(&self) {}
+    fn to_record(&self) -> MomentsRecord<B> {
+        MomentsRecord::<B::InnerBackend>::of::<B>(&self.state().adam)
+    }
 
-    fn load_record(self, _record: ()) -> Self {
+    fn load_record(self, record: MomentsRecord<B>) -> Self {
+        let (m, v, steps) = record.into_host();
+        {
+            let mut st = self.state();
+            let device = st.adam.states().values().next().map(|s| s.exp_avg.device());
+            let device = device.unwrap_or_default();
+            moments_from_host(&mut st.adam, &m, &v, &steps, &device);
+        }
         self
     }
 }
 
 /// The gradients of the trainable parameters of `module` from several devices, summed on one.
-fn merge<B: AutodiffBackend>(module: &Lavin<B>, multi: &mut MultiGradientsParams) -> GradientsParams
-where
-    Lavin<B>: AutodiffModule<B>,
-{
+fn merge<B: AutodiffBackend>(
+    module: &Lavin<B>,
+    multi: &mut MultiGradientsParams,
+) -> GradientsParams {
     struct Merge<'a> {
         stack: Vec<String>,
         multi: &'a mut MultiGradientsParams,
@@ -147,6 +154,10 @@ where
 
 /// LaVIN's schedule as burn-train's scheduler: `step()` gives the lr of the next optimizer step
 /// (the original's `adjust_learning_rate` at the first micro-batch of its accumulation window).
+///
+/// Its record is where the run stands ([`CheckpointMeta`] as JSON: the schedule's position is
+/// the optimizer steps done, and the rest of the position belongs beside it); the strategy
+/// sets it before each checkpoint ([`StepSchedule::set_position`]).
 #[derive(Debug, Clone)]
 pub struct StepSchedule {
     schedule: LrSchedule,
@@ -156,6 +167,8 @@ pub struct StepSchedule {
     accum: usize,
     /// Optimizer steps taken.
     done: usize,
+    /// The run's position at the last checkpoint (shared with the strategy).
+    position: Arc<Mutex<Option<CheckpointMeta>>>,
 }
 
 impl StepSchedule {
@@ -167,6 +180,7 @@ impl StepSchedule {
             steps_per_epoch,
             accum: accum.max(1),
             done,
+            position: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -180,10 +194,16 @@ impl StepSchedule {
             self.steps_per_epoch,
         ))
     }
+
+    /// Record `meta` as the run's position for the next checkpoint (every clone of this
+    /// schedule, the learner's included, sees it).
+    pub fn set_position(&self, meta: CheckpointMeta) {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(meta);
+    }
 }
 
 impl LrScheduler for StepSchedule {
-    type Record<B: Backend> = usize;
+    type Record<B: Backend> = String;
 
     fn step(&mut self) -> LearningRate {
         let lr = self.lr_of(self.done);
@@ -191,12 +211,17 @@ impl LrScheduler for StepSchedule {
         lr
     }
 
-    fn to_record<B: Backend>(&self) -> usize {
-        self.done
+    fn to_record<B: Backend>(&self) -> String {
+        let position = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        // The position is set before every checkpoint; the error can only be a bug.
+        serde_json::to_string(&*position).expect("a checkpoint position serializes")
     }
 
-    fn load_record<B: Backend>(mut self, done: usize) -> Self {
-        self.done = done;
+    fn load_record<B: Backend>(mut self, json: String) -> Self {
+        if let Ok(Some(meta)) = serde_json::from_str::<Option<CheckpointMeta>>(&json) {
+            self.done = meta.global_step as usize;
+            self.set_position(meta);
+        }
         self
     }
 }

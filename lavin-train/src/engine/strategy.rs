@@ -1,9 +1,10 @@
 //! LaVIN's training loop as burn-train's custom learning strategy: burn-train supplies the
 //! learner (model, optimizer, lr scheduler), the data loaders, the metrics and their file
-//! logger, the renderer and the interrupter; the strategy decides what its default loops decide
-//! differently from the original: the lr steps once per optimizer step (not per micro-batch),
-//! the loss is divided by the accumulation, a non-finite loss skips its batch, checkpoints are
-//! taken every N optimizer steps mid-epoch and hold adapters and moments only, and a resumed run
+//! logger, the renderer, the checkpointer, the early stopping slot and the interrupter; the
+//! strategy decides what its default loops decide differently from the original: the lr steps
+//! once per optimizer step (not per micro-batch), the loss is divided by the accumulation, a
+//! non-finite loss skips its batch, checkpoints are taken every N optimizer steps mid-epoch
+//! (numbered by step), validation runs at the end or after every epoch, and a resumed run
 //! continues at the same micro-batch with the same dropout masks. With several ranks the
 //! gradients are averaged once per step ([`crate::distributed`]).
 
@@ -14,24 +15,24 @@ use burn::data::dataloader::Progress;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::store::EventStoreClient;
 use burn::train::{
-    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
-    LearningComponentsMarker, SupervisedLearningStrategy, SupervisedTrainingEventProcessor,
-    TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
+    CloneEarlyStoppingStrategy, EventProcessorTraining, InferenceStep, Interrupter, Learner,
+    LearnerEvent, LearningCheckpointer, LearningComponentsMarker, SupervisedLearningStrategy,
+    SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
 };
-
-use lavin_model::Lavin;
 
 use crate::config::TrainConfig;
 use crate::distributed::{all_reduce_grads, Peer};
 use crate::engine::loader::{Position, RankLoader, ValLoader};
 use crate::engine::model::{StepOutput, Trainee};
 use crate::engine::optimizer::{LavinOptimizer, StepSchedule};
+use crate::engine::policies::Accuracies;
 use crate::lr_sched::LrSchedule;
 use crate::optim::{clip_coefficient, module_grad_norm};
 use crate::params::lavin_trainable_name;
 use crate::report::{MetricsLog, StepMetrics};
-use crate::trainer::{save_checkpoint, Halt, TrainError, TrainOutcome, TrainState};
+use crate::trainer::{checkpoint_meta, Halt, TrainError, TrainOutcome, TrainState};
 use crate::validate::ValResult;
 
 /// burn-train's component types of a LaVIN run.
@@ -51,15 +52,16 @@ pub struct LavinStrategy<B: AutodiffBackend> {
     pub(crate) loader: RankLoader<B>,
     pub(crate) valid: ValLoader<B::InnerBackend>,
     pub(crate) optim: LavinOptimizer<B>,
+    /// A clone of the learner's schedule: the run's position reaches its record through it.
+    pub(crate) schedule: StepSchedule,
+    /// Validation accuracy per epoch, read by the checkpointing and early stopping policies.
+    pub(crate) accuracies: Accuracies,
     pub(crate) peer: Mutex<Option<Peer>>,
     /// What the run produced, read by [`crate::engine::train`] after `launch`.
     pub(crate) outcome: Arc<Mutex<Option<Result<TrainOutcome, TrainError>>>>,
 }
 
-impl<B: AutodiffBackend> SupervisedLearningStrategy<Components<B>> for LavinStrategy<B>
-where
-    Lavin<B>: AutodiffModule<B>,
-{
+impl<B: AutodiffBackend> SupervisedLearningStrategy<Components<B>> for LavinStrategy<B> {
     fn fit(
         &self,
         components: TrainingComponents<Components<B>>,
@@ -69,16 +71,45 @@ where
         _starting_epoch: usize,
     ) -> (Trainee<B>, SupervisedTrainingEventProcessor<Components<B>>) {
         let mut events = components.event_processor;
+        let mut saver = Saver {
+            checkpointer: components.checkpointer,
+            store: components.event_store,
+            early_stopping: components.early_stopping,
+        };
         let result = self.run(
             &mut learner,
             &mut events,
+            &mut saver,
             &components.interrupter,
             train,
             valid,
         );
+        // Waits for the checkpointer's writes to finish.
+        drop(saver);
+        let result = result.and_then(|outcome| {
+            checkpoint_failure(&components.interrupter).map_or(Ok(outcome), Err)
+        });
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         (learner.model(), events)
     }
+}
+
+/// burn-train's checkpointer (rank 0 only), its event store (handed to the checkpointing and
+/// early stopping strategies) and the early stopping strategy, as `fit` receives them.
+struct Saver<B: AutodiffBackend> {
+    checkpointer: Option<LearningCheckpointer<Components<B>>>,
+    store: Arc<EventStoreClient>,
+    early_stopping: Option<Box<dyn CloneEarlyStoppingStrategy>>,
+}
+
+/// burn-train's checkpointer reports a failed write by stopping the interrupter with the
+/// error: that ends the run as an error, not as a Ctrl-C.
+fn checkpoint_failure(interrupter: &Interrupter) -> Option<TrainError> {
+    let msg = interrupter.get_message()?;
+    let failed = ["I/O Error", "Recorder error", "Unknown error"]
+        .iter()
+        .any(|p| msg.starts_with(p));
+    failed.then(|| TrainError::CheckpointWrite(msg))
 }
 
 /// What one accumulation window adds up: sums of loss, counts, and the stop flag; with several
@@ -119,14 +150,12 @@ impl Window {
     }
 }
 
-impl<B: AutodiffBackend> LavinStrategy<B>
-where
-    Lavin<B>: AutodiffModule<B>,
-{
+impl<B: AutodiffBackend> LavinStrategy<B> {
     fn run(
         &self,
         learner: &mut Learner<Components<B>>,
         events: &mut SupervisedTrainingEventProcessor<Components<B>>,
+        saver: &mut Saver<B>,
         interrupter: &Interrupter,
         train: TrainLoader<Components<B>>,
         valid: ValidLoader<Components<B>>,
@@ -161,6 +190,7 @@ where
         let mut samples_total = 0u64;
         let mut last_ck = None;
         let mut halt = None;
+        let mut epoch_val = None;
         let reached_max = |st: &TrainState| cfg.max_steps.is_some_and(|m| st.global_step >= m);
 
         while state.epoch < cfg.epochs && !reached_max(&state) {
@@ -272,7 +302,7 @@ where
                     && state.global_step % cfg.checkpoint_every as u64 == 0
                     && state.iteration < spe
                 {
-                    self.checkpoint(learner, &state)?;
+                    self.checkpoint(learner, saver, &state)?;
                 }
             }
             drop(batches);
@@ -288,10 +318,26 @@ where
                     events.process_train(LearnerEvent::EndEpoch(state.epoch));
                 }
             }
+            let epoch_done = state.iteration == 0 && halt.is_none();
+            if epoch_done && cfg.validate_every_epoch {
+                epoch_val = None;
+                if lead && valid.num_items() > 0 {
+                    epoch_val = Some(self.validate(learner, events, valid.clone(), &state)?);
+                }
+                if state.epoch < cfg.epochs && self.early_stop(saver, peer.as_mut(), state.epoch)? {
+                    halt = Some(Halt::EarlyStopping);
+                }
+            }
             if lead {
-                let ck = self.checkpoint(learner, &state)?;
+                let ck = self.checkpoint(learner, saver, &state)?;
                 let what = match halt {
                     Some(Halt::MaxSteps) => format!("max_steps {} reached", state.global_step),
+                    Some(Halt::EarlyStopping) => format!(
+                        "early stopping after epoch {}: no better validation accuracy for {} \
+                         epochs",
+                        state.epoch,
+                        cfg.early_stopping.unwrap_or(0)
+                    ),
                     Some(Halt::Interrupted) => format!(
                         "interrupted after step {}; continue with --resume {}",
                         state.global_step,
@@ -307,7 +353,11 @@ where
             }
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let val = if lead && halt != Some(Halt::Interrupted) && valid.num_items() > 0 {
+        // With validation after every epoch, the last epoch's stands unless steps followed it.
+        let validated = epoch_val.is_some() && state.iteration == 0 && halt != Some(Halt::MaxSteps);
+        let val = if validated {
+            epoch_val
+        } else if lead && halt != Some(Halt::Interrupted) && valid.num_items() > 0 {
             Some(self.validate(learner, events, valid, &state)?)
         } else {
             None
@@ -325,14 +375,46 @@ where
         })
     }
 
+    /// Queue a checkpoint with burn-train's checkpointer (rank 0), numbered by optimizer step;
+    /// its checkpointing strategy decides which older ones go. Returns its model file.
     fn checkpoint(
         &self,
         learner: &Learner<Components<B>>,
+        saver: &mut Saver<B>,
         state: &TrainState,
     ) -> Result<std::path::PathBuf, TrainError> {
-        let model = learner.model();
-        let optim = self.optim.state();
-        save_checkpoint(&self.cfg, &model.lavin, &optim.adam, state, self.data_seed)
+        let Some(checkpointer) = saver.checkpointer.as_mut() else {
+            return Err(TrainError::Data(
+                "internal: rank 0 has no checkpointer".into(),
+            ));
+        };
+        self.schedule
+            .set_position(checkpoint_meta(&self.cfg, state, self.data_seed));
+        checkpointer.checkpoint(learner, state.global_step as usize, &saver.store);
+        Ok(crate::checkpoint::path(
+            &self.cfg.output_dir,
+            state.global_step,
+        ))
+    }
+
+    /// burn-train's early stopping on the validation accuracy after `epoch` (1-based, as the
+    /// event store counts), decided on rank 0 and shared with every rank.
+    fn early_stop(
+        &self,
+        saver: &mut Saver<B>,
+        peer: Option<&mut Peer>,
+        epoch: usize,
+    ) -> Result<bool, TrainError> {
+        let mut stop = match saver.early_stopping.as_mut() {
+            Some(es) if self.rank == 0 => es.should_stop(epoch, &saver.store),
+            _ => false,
+        };
+        if let Some(p) = peer {
+            // Rank 0 decides; the mean of (1, 0, 0, ...) is non-zero exactly when it stopped.
+            let mean = p.all_reduce_mean(&[f32::from(u8::from(stop))])?;
+            stop = mean[0] > 0.0;
+        }
+        Ok(stop)
     }
 
     /// Accuracy on the validation problems, each chunk reported to burn-train's metrics.
@@ -367,8 +449,10 @@ where
             return Err(TrainError::Data(e));
         }
         events.process_valid(LearnerEvent::EndEpoch(state.epoch.max(1)));
+        let accuracy = correct as f64 / n.max(1) as f64;
+        self.accuracies.record(state.epoch.max(1), accuracy);
         Ok(ValResult {
-            accuracy: correct as f64 / n.max(1) as f64,
+            accuracy,
             chance: self.valid.chance(),
             n,
         })

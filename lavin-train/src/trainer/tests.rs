@@ -1,6 +1,7 @@
 use super::*;
 use crate::io::read_safetensors;
 use crate::optim::step_module;
+use crate::params::collect_params;
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
