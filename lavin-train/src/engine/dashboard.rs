@@ -84,21 +84,7 @@ impl Steps {
             return (item, indicators);
         };
         item.global_progress = epoch.clone();
-        let indicators = indicators
-            .into_iter()
-            .map(|p| match p {
-                ProgressType::Detailed { tag, .. } if tag == "Epoch" => ProgressType::Detailed {
-                    tag,
-                    progress: epoch.clone(),
-                },
-                ProgressType::Value { tag, .. } if tag == "Iteration" => ProgressType::Detailed {
-                    tag: "Step".into(),
-                    progress: steps.clone(),
-                },
-                p => p,
-            })
-            .collect();
-        (item, indicators)
+        (item, relabel(indicators, &epoch, Some(&steps)))
     }
 
     fn valid(
@@ -110,18 +96,33 @@ impl Steps {
             return (item, indicators);
         };
         item.global_progress = epoch.clone();
-        let indicators = indicators
-            .into_iter()
-            .map(|p| match p {
-                ProgressType::Detailed { tag, .. } if tag == "Epoch" => ProgressType::Detailed {
-                    tag,
-                    progress: epoch.clone(),
-                },
-                p => p,
-            })
-            .collect();
-        (item, indicators)
+        (item, relabel(indicators, &epoch, None))
     }
+}
+
+/// The dashboard's indicators with the epoch in its "Epoch" one and, given `steps`, the
+/// optimizer step where it shows the "Iteration".
+fn relabel(
+    indicators: Vec<ProgressType>,
+    epoch: &Progress,
+    steps: Option<&Progress>,
+) -> Vec<ProgressType> {
+    indicators
+        .into_iter()
+        .map(|p| match (p, steps) {
+            (ProgressType::Detailed { tag, .. }, _) if tag == "Epoch" => ProgressType::Detailed {
+                tag,
+                progress: epoch.clone(),
+            },
+            (ProgressType::Value { tag, .. }, Some(steps)) if tag == "Iteration" => {
+                ProgressType::Detailed {
+                    tag: "Step".into(),
+                    progress: steps.clone(),
+                }
+            }
+            (p, _) => p,
+        })
+        .collect()
 }
 
 struct Shared {
