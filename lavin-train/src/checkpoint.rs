@@ -370,6 +370,23 @@ fn parse_name(name: &str) -> Option<(&str, u64)> {
         .and_then(|_| Some((part, step.parse().ok()?)))
 }
 
+/// Delete what writes cut short left in checkpoint folder `dir`: hidden `.{part}-N.mpk` files
+/// ([`CheckpointRecorder`] writes under these names and renames when complete). Returns them.
+pub fn clean_partial(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.strip_prefix('.').and_then(parse_name).is_some() {
+            std::fs::remove_file(e.path()).map_err(|source| IoError::Io {
+                path: e.path(),
+                source,
+            })?;
+            removed.push(e.path());
+        }
+    }
+    Ok(removed)
+}
+
 /// Complete checkpoints (all three files present) under `path` (an output directory or its
 /// checkpoint folder), oldest first: `(step, model file)`.
 pub fn list(path: &Path) -> Vec<(u64, PathBuf)> {

@@ -283,7 +283,13 @@ fn kill_9_mid_epoch_then_resume_is_exact() {
         exported(&full) == exported(&killed),
         "adapters differ after kill -9 + resume"
     );
-    // The newest two checkpoints stay (30 is the last step), no temp files.
+    // The newest two checkpoints stay (30 is the last step); nothing half-written is left.
+    let folder = killed.join("checkpoint");
+    let names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
     let after: Vec<u64> = lavin_train::checkpoint::list(&killed)
         .iter()
         .map(|c| c.0)

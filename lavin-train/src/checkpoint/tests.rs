@@ -81,6 +81,18 @@ fn roundtrip_through_burn_train_files() {
 }
 
 #[test]
+fn half_written_files_are_cleaned() {
+    let d = tempfile::tempdir().unwrap();
+    save(&tiny(3), d.path());
+    std::fs::write(d.path().join(".optim-6.mpk"), b"cut short").unwrap();
+    std::fs::write(d.path().join(".notes"), b"not ours").unwrap();
+    let removed = clean_partial(d.path()).unwrap();
+    assert_eq!(removed, vec![d.path().join(".optim-6.mpk")]);
+    assert!(d.path().join(".notes").exists());
+    assert_eq!(list(d.path()).len(), 1);
+}
+
+#[test]
 fn corrupted_file_is_reported() {
     let d = tempfile::tempdir().unwrap();
     let p = save(&tiny(1), d.path());

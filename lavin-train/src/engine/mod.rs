@@ -162,6 +162,7 @@ where
             path: dir.clone(),
             source,
         })?;
+        checkpoint::clean_partial(&dir)?;
         let existing = checkpoint::list(&dir);
         let keep = ComposedCheckpointingStrategy::builder()
             .add(KeepLast::new(
