@@ -515,30 +515,20 @@ impl Checkpoint {
         device: &B::Device,
     ) -> Result<PathBuf, CheckpointError> {
         let step = self.meta.global_step as usize;
+        let [model, optim, scheduler] = files(dir, step as u64);
         let ck = |part| FileCheckpointer::new(CheckpointRecorder::default(), dir, part);
-        let err = |part: &str, e: burn::train::checkpoint::CheckpointerError| {
-            CheckpointError::Serialize {
-                path: files(dir, step as u64)[PARTS.iter().position(|p| *p == part).unwrap_or(0)]
-                    .clone(),
-                reason: e.to_string(),
-            }
+        let err = |path: &PathBuf, reason: String| CheckpointError::Serialize {
+            path: path.clone(),
+            reason,
         };
         let meta = serde_json::to_string(&CheckpointMeta {
             adam_steps: BTreeMap::new(),
             ..self.meta.clone()
         })
-        .map_err(|e| {
-            err(
-                "scheduler",
-                burn::train::checkpoint::CheckpointerError::Unknown(e.to_string()),
-            )
-        })?;
-        Checkpointer::<AdapterRecord<B>, B>::save(
-            &ck("model"),
-            step,
-            AdapterRecord::from_host(&self.model, device),
-        )
-        .map_err(|e| err("model", e))?;
+        .map_err(|e| err(&scheduler, e.to_string()))?;
+        let adapters = AdapterRecord::from_host(&self.model, device);
+        Checkpointer::<AdapterRecord<B>, B>::save(&ck("model"), step, adapters)
+            .map_err(|e| err(&model, e.to_string()))?;
         let moments = MomentsRecord::<B>::from_host(
             &self.exp_avg,
             &self.exp_avg_sq,
@@ -546,10 +536,10 @@ impl Checkpoint {
             device,
         );
         Checkpointer::<MomentsRecord<B>, B>::save(&ck("optim"), step, moments)
-            .map_err(|e| err("optim", e))?;
+            .map_err(|e| err(&optim, e.to_string()))?;
         Checkpointer::<String, B>::save(&ck("scheduler"), step, meta)
-            .map_err(|e| err("scheduler", e))?;
-        Ok(files(dir, step as u64)[0].clone())
+            .map_err(|e| err(&scheduler, e.to_string()))?;
+        Ok(model)
     }
 
     /// Whether the checkpoint carries optimizer moments.

@@ -19,9 +19,8 @@ use lavin_model::Lavin;
 use crate::checkpoint::{CheckpointMeta, MomentsRecord};
 use crate::engine::model::Trainee;
 use crate::lr_sched::LrSchedule;
-use crate::optim::{step_module, AdamW, ParamNaming};
+use crate::optim::{step_module, AdamW, MomentState, ParamNaming};
 use crate::params::lavin_trainable_name;
-use crate::params::moments_from_host;
 
 /// What the optimizer step reads besides the gradients.
 pub struct OptimState<B: Backend> {
@@ -102,13 +101,23 @@ impl<B: AutodiffBackend> Optimizer<Trainee<B>, B> for LavinOptimizer<B> {
         MomentsRecord::<B::InnerBackend>::of::<B>(&self.state().adam)
     }
 
+    /// burn-train's own restore path (lavin-train resumes through
+    /// [`crate::trainer::resume_from`]): the moments stay on the device the record was read to.
     fn load_record(self, record: MomentsRecord<B>) -> Self {
-        let (m, v, steps) = record.into_host();
         {
-            let mut st = self.state();
-            let device = st.adam.states().values().next().map(|s| s.exp_avg.device());
-            let device = device.unwrap_or_default();
-            moments_from_host(&mut st.adam, &m, &v, &steps, &device);
+            let adam = &mut self.state().adam;
+            adam.reset();
+            for r in record.moments {
+                adam.set_state(
+                    r.name,
+                    MomentState {
+                        step: r.step,
+                        shape: r.exp_avg.shape,
+                        exp_avg: r.exp_avg.values.inner(),
+                        exp_avg_sq: r.exp_avg_sq.values.inner(),
+                    },
+                );
+            }
         }
         self
     }

@@ -92,3 +92,57 @@ fn resume_from_original_checkpoint_gives_adapters_and_epoch() {
     let want = crate::io::read_pth_entry(p, "model").unwrap();
     assert_eq!(collect_params(&model, &lavin_trainable_name), want);
 }
+
+/// burn-train's own path: the model record of `Trainee` is the adapters (nothing else), the
+/// optimizer record the moments, and both load back into fresh ones exactly.
+#[test]
+fn burn_records_hold_adapters_and_moments_and_load_back() {
+    use crate::engine::model::Trainee;
+    use crate::engine::optimizer::LavinOptimizer;
+    use burn::module::Module;
+    use burn::optim::Optimizer;
+
+    let dev = Default::default();
+    let c = case();
+    let model = c.load_model::<AB>(c.meta_llama(), &dev).unwrap();
+    let adapters = collect_params(&model, &lavin_trainable_name);
+    // Moments from one real step.
+    let mut adam = AdamW::<NdArray<f32>>::new(AdamWConfig::default());
+    let loss = model.loss(c.batch::<AB>(&dev).unwrap());
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let (model, _) = step_module(
+        &mut adam,
+        model,
+        &mut grads,
+        1e-3,
+        1.0,
+        &lavin_trainable_name,
+    )
+    .unwrap();
+    let stepped = collect_params(&model, &lavin_trainable_name);
+    assert_ne!(stepped, adapters);
+
+    let record = Trainee { lavin: model }.into_record();
+    let names: Vec<&str> = record.adapters.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        stepped.keys().map(String::as_str).collect::<Vec<_>>()
+    );
+    let fresh = Trainee {
+        lavin: c.load_model::<AB>(c.meta_llama(), &dev).unwrap(),
+    };
+    let loaded = fresh.load_record(record);
+    assert_eq!(
+        collect_params(&loaded.lavin, &lavin_trainable_name),
+        stepped
+    );
+
+    let (m, v, s) = crate::params::moments_to_host(&adam);
+    let opt = LavinOptimizer::<AB>::new(adam);
+    let rec = Optimizer::<Trainee<AB>, AB>::to_record(&opt);
+    let other = LavinOptimizer::<AB>::new(AdamW::new(AdamWConfig::default()));
+    let other = Optimizer::<Trainee<AB>, AB>::load_record(other, rec);
+    let back = crate::params::moments_to_host(&other.state().adam);
+    assert!(!m.is_empty());
+    assert_eq!(back, (m, v, s));
+}
